@@ -1,0 +1,350 @@
+"""The SpeculativeServing API: spec and status as pydantic models.
+
+These models are the single source of truth; crd.py generates the CRD (schema, defaults, CEL rules) from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Callable, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "specserve.dev"
+VERSION = "v1alpha1"
+KIND = "SpeculativeServing"
+PLURAL = "speculativeservings"
+SINGULAR = "speculativeserving"
+SHORT_NAMES = ["sps"]
+API_VERSION = f"{GROUP}/{VERSION}"
+
+DEFAULT_IMAGE = "vllm/vllm-openai:v0.33.0"
+MAX_NAME_LENGTH = 42  # leaves room for "-baseline" plus ReplicaSet and pod suffixes within 63
+
+MODEL_REF_PATTERN = r"^((hf://)?[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^\s]*)?|/[^\s]+)$"
+QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A cross-field constraint, stated once: CEL for the API server, a Python check for everything else."""
+
+    cel: str
+    message: str
+    check: Callable[[Any], bool]
+
+
+class Model(BaseModel):
+    """Base for all API models: camelCase on the wire, no unknown fields, rules checked on validation."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", use_enum_values=True)
+    rules: ClassVar[tuple[Rule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> "Model":
+        for rule in type(self).rules:
+            if not rule.check(self):
+                raise ValueError(rule.message)
+        return self
+
+    def wire(self) -> dict[str, Any]:
+        """The object as it appears in Kubernetes: camelCase keys, unset optionals left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def section(model: type[Model], description: str) -> Any:
+    """A sub-object whose own fields all have defaults, so the API server fills it in when omitted."""
+    return Field(default_factory=model, description=description, json_schema_extra={"default": {}})
+
+
+class SpeculationMethod(StrEnum):
+    DRAFT_MODEL = "draft_model"
+    EAGLE = "eagle"
+    EAGLE3 = "eagle3"
+    NGRAM = "ngram"
+    MTP = "mtp"
+    SUFFIX = "suffix"
+
+
+METHODS_NEEDING_DRAFT = (SpeculationMethod.DRAFT_MODEL, SpeculationMethod.EAGLE, SpeculationMethod.EAGLE3)
+METHODS_WITHOUT_DRAFT = (SpeculationMethod.NGRAM, SpeculationMethod.SUFFIX)
+
+
+class HealthMode(StrEnum):
+    ENFORCE = "Enforce"
+    OBSERVE = "Observe"
+
+
+class PodMonitorMode(StrEnum):
+    AUTO = "Auto"
+    ENABLED = "Enabled"
+    DISABLED = "Disabled"
+
+
+# ---------------------------------------------------------------- target model
+
+
+class Variant(Model):
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=32, description="Variant name, e.g. int4, int8, bf16.")
+    model: str = Field(pattern=MODEL_REF_PATTERN, max_length=256, description="Checkpoint of this variant: HF id, hf://, pvc://claim/path or an absolute path.")
+    quantization: str | None = Field(default=None, pattern=r"^[a-z0-9_]+$", max_length=32, description="vLLM --quantization for this checkpoint (fp8, awq_marlin, gptq_marlin, compressed-tensors, ...). Omit for auto-detection or unquantized weights.")
+    revision: str | None = Field(default=None, max_length=128, description="Revision (branch, tag or commit) of this checkpoint.")
+
+
+def _variant_names_unique(target: "TargetModel") -> bool:
+    names = [v.name for v in target.variants]
+    return len(names) == len(set(names))
+
+
+def _active_variant_declared(target: "TargetModel") -> bool:
+    return target.active_variant is None or any(v.name == target.active_variant for v in target.variants)
+
+
+class TargetModel(Model):
+    rules = (
+        Rule("self.variants.all(v, self.variants.exists_one(w, w.name == v.name))", "variant names must be unique", _variant_names_unique),
+        Rule("!has(self.activeVariant) || self.variants.exists(v, v.name == self.activeVariant)", "activeVariant must name one of spec.target.variants", _active_variant_declared),
+    )
+
+    model: str = Field(pattern=MODEL_REF_PATTERN, max_length=256, description="Target checkpoint: HF id, hf://, pvc://claim/path or an absolute path. Used when no variants are declared.")
+    served_model_name: str | None = Field(default=None, max_length=128, description="Name clients use in the OpenAI API; defaults to the SpeculativeServing's name.")
+    revision: str | None = Field(default=None, max_length=128, description="Revision (branch, tag or commit) of the target checkpoint.")
+    quantization: str | None = Field(default=None, pattern=r"^[a-z0-9_]+$", max_length=32, description="vLLM --quantization of the target when no variants are declared.")
+    variants: list[Variant] = Field(default_factory=list, max_length=8, description="Precision ladder of the target, lowest memory first. The health loop steps up one rung when quantization costs acceptance.", json_schema_extra={"default": [], "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})
+    active_variant: str | None = Field(default=None, max_length=32, description="Variant that starts active; defaults to the first (lowest-memory) variant.")
+
+
+# ---------------------------------------------------------------- GPUs
+
+
+class GpuSpec(Model):
+    count: int = Field(default=1, ge=1, le=16, description="GPUs per replica; also the tensor parallel size.")
+    product: str | None = Field(default=None, max_length=64, description="GPU product from the catalog (A10G, L4, L40S, A100-40GB, A100-80GB, H100-80GB, H200-141GB, B200).")
+    memory_gib: float | None = Field(default=None, alias="memoryGiB", gt=0, le=1024, description="Memory per GPU in GiB, for products the catalog lacks.")
+
+
+# ---------------------------------------------------------------- speculation
+
+
+class DraftModel(Model):
+    model: str = Field(pattern=MODEL_REF_PATTERN, max_length=256, description="Draft checkpoint (draft_model) or EAGLE/EAGLE-3/MTP head.")
+    revision: str | None = Field(default=None, max_length=128)
+    quantization: str | None = Field(default=None, pattern=r"^[a-z0-9_]+$", max_length=32, description="Quantization of the draft checkpoint; prefer pre-quantized checkpoints.")
+    tensor_parallel_size: int | None = Field(default=None, ge=1, le=16, description="Draft tensor parallel size: 1 or the target's GPU count.")
+
+
+class NgramSettings(Model):
+    rules = (Rule("self.promptLookupMin <= self.promptLookupMax", "promptLookupMin must not exceed promptLookupMax", lambda n: n.prompt_lookup_min <= n.prompt_lookup_max),)
+
+    prompt_lookup_min: int = Field(default=2, ge=1, le=16, description="Smallest n-gram matched in the prompt.")
+    prompt_lookup_max: int = Field(default=4, ge=1, le=16, description="Largest n-gram matched in the prompt.")
+
+
+def _draft_when_needed(s: "Speculation") -> bool:
+    return s.method not in METHODS_NEEDING_DRAFT or s.draft is not None
+
+
+def _no_draft_when_modelless(s: "Speculation") -> bool:
+    return s.method not in METHODS_WITHOUT_DRAFT or s.draft is None
+
+
+def _ngram_only_for_ngram(s: "Speculation") -> bool:
+    return s.ngram is None or s.method == SpeculationMethod.NGRAM
+
+
+class Speculation(Model):
+    rules = (
+        Rule("!(self.method in ['draft_model', 'eagle', 'eagle3']) || has(self.draft)", "speculation.draft is required for methods draft_model, eagle and eagle3", _draft_when_needed),
+        Rule("!(self.method in ['ngram', 'suffix']) || !has(self.draft)", "speculation.draft must not be set for methods ngram and suffix", _no_draft_when_modelless),
+        Rule("!has(self.ngram) || self.method == 'ngram'", "speculation.ngram applies only to method ngram", _ngram_only_for_ngram),
+    )
+
+    method: SpeculationMethod = Field(description="Proposer: draft_model, eagle, eagle3, ngram, mtp or suffix.")
+    draft: DraftModel | None = Field(default=None, description="Draft model or head; required for draft_model, eagle and eagle3.")
+    num_speculative_tokens: int = Field(default=4, ge=1, le=16, description="Tokens proposed per step (k).")
+    ngram: NgramSettings | None = Field(default=None, description="Prompt lookup window for method ngram.")
+    disable_above_batch_size: int | None = Field(default=None, ge=1, le=65536, description="Turn speculation off when the running batch is larger than this.")
+
+
+# ---------------------------------------------------------------- engine
+
+
+class SecretKeyRef(Model):
+    name: str = Field(max_length=253, description="Secret name.")
+    key: str = Field(default="token", max_length=253, description="Key within the secret.")
+
+
+class ModelCache(Model):
+    claim_name: str = Field(max_length=253, description="PersistentVolumeClaim holding the model cache (HF_HOME).")
+    mount_path: str = Field(default="/models-cache", pattern=r"^/.*", max_length=256)
+    read_only: bool = Field(default=False)
+
+
+IntOrString = int | str
+
+
+class Resources(Model):
+    rules = (
+        Rule("!has(self.limits) || !('nvidia.com/gpu' in self.limits)", "set GPUs with spec.gpu.count, not in engine.resources", lambda r: "nvidia.com/gpu" not in (r.limits or {})),
+        Rule("!has(self.requests) || !('nvidia.com/gpu' in self.requests)", "set GPUs with spec.gpu.count, not in engine.resources", lambda r: "nvidia.com/gpu" not in (r.requests or {})),
+    )
+
+    requests: dict[str, IntOrString] | None = Field(default=None, max_length=16)
+    limits: dict[str, IntOrString] | None = Field(default=None, max_length=16)
+
+
+class Toleration(Model):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class EnvVar(Model):
+    name: str = Field(max_length=256)
+    value: str | None = None
+    value_from: dict[str, Any] | None = Field(default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+
+
+class Engine(Model):
+    image: str = Field(default=DEFAULT_IMAGE, max_length=512, description="vLLM OpenAI server image.")
+    gpu_memory_utilization: float = Field(default=0.92, gt=0, le=1, description="--gpu-memory-utilization.")
+    max_model_len: int | None = Field(default=None, ge=1, le=10_000_000, description="--max-model-len in tokens.")
+    max_num_seqs: int | None = Field(default=None, ge=1, le=65536, description="--max-num-seqs.")
+    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = Field(default="auto")
+    kv_cache_dtype: Literal["auto", "float16", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2"] = Field(default="auto", description="--kv-cache-dtype.")
+    extra_args: list[str] = Field(default_factory=list, max_length=64, description="Further vLLM flags, each flag and value its own item.", json_schema_extra={"default": []})
+    env: list[EnvVar] = Field(default_factory=list, max_length=64, json_schema_extra={"default": []})
+    hf_token_secret: SecretKeyRef | None = Field(default=None, description="Secret with the Hugging Face token, exposed as HF_TOKEN.")
+    model_cache: ModelCache | None = Field(default=None, description="PVC mounted as HF_HOME so restarts skip the download.")
+    shm_size: str = Field(default="16Gi", pattern=QUANTITY_PATTERN, description="Size limit of the memory-backed /dev/shm.")
+    startup_timeout_seconds: int = Field(default=1800, ge=60, le=14400, description="How long a replica may take to load its model before it is restarted.")
+    resources: Resources | None = Field(default=None, description="CPU and memory requests/limits of the vLLM container; GPUs come from spec.gpu.")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    affinity: dict[str, Any] | None = Field(default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    pod_annotations: dict[str, str] = Field(default_factory=dict)
+    pod_labels: dict[str, str] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- health policy and baseline
+
+
+class HealthPolicy(Model):
+    rules = (
+        Rule("self.disableBelowAcceptance < self.watchBelowAcceptance", "disableBelowAcceptance must be lower than watchBelowAcceptance", lambda p: p.disable_below_acceptance < p.watch_below_acceptance),
+        Rule("self.probationSeconds <= self.maxProbationSeconds", "probationSeconds must not exceed maxProbationSeconds", lambda p: p.probation_seconds <= p.max_probation_seconds),
+        Rule("self.windowSeconds >= self.intervalSeconds", "windowSeconds must be at least intervalSeconds", lambda p: p.window_seconds >= p.interval_seconds),
+    )
+
+    mode: HealthMode = Field(default=HealthMode.ENFORCE, description="Enforce acts on decisions; Observe only records and announces them.")
+    interval_seconds: int = Field(default=30, ge=5, le=3600, description="How often the health policy evaluates.")
+    window_seconds: int = Field(default=300, ge=30, le=86400, description="Rate window of the Prometheus queries.")
+    min_draft_tokens: int = Field(default=1000, ge=0, description="Fewer draft tokens than this in the window is not evidence.")
+    disable_below_acceptance: float = Field(default=0.50, ge=0, le=1, description="Acceptance below this is net-negative: speculation off.")
+    watch_below_acceptance: float = Field(default=0.65, ge=0, le=1, description="Acceptance below this is the break-even band: keep only if P99 TPOT holds against the baseline.")
+    p99_tpot_regression_ratio: float = Field(default=1.10, ge=1, le=10, description="P99 TPOT worse than the baseline's by more than this ratio counts as a regression.")
+    max_p99_tpot_seconds: float | None = Field(default=None, gt=0, description="Absolute P99 TPOT limit while speculating.")
+    max_p99_ttft_seconds: float | None = Field(default=None, gt=0, description="Absolute P99 TTFT limit while speculating.")
+    consecutive_breaches: int = Field(default=3, ge=1, le=100, description="Breaching evaluations in a row before acting.")
+    cooldown_seconds: int = Field(default=600, ge=0, le=86400, description="No further action for this long after any action.")
+    probation_seconds: int = Field(default=1800, ge=0, le=604800, description="Delay before speculation is turned back on and judged afresh.")
+    max_probation_seconds: int = Field(default=14400, ge=0, le=604800, description="Cap of the probation delay, which doubles after every failed probation.")
+    quantization_drop_threshold: float = Field(default=0.05, gt=0, le=1, description="Acceptance drop against the next higher-precision variant that triggers a step up.")
+
+
+class Baseline(Model):
+    replicas: int = Field(default=0, ge=0, le=64, description="Replicas without speculation kept for side-by-side comparison.")
+
+
+class Monitoring(Model):
+    pod_monitor: PodMonitorMode = Field(default=PodMonitorMode.AUTO, description="Auto renders a PodMonitor when the cluster serves monitoring.coreos.com/v1.")
+
+
+# ---------------------------------------------------------------- spec
+
+
+def _draft_tp_matches(spec: "SpeculativeServingSpec") -> bool:
+    draft = spec.speculation.draft
+    return draft is None or draft.tensor_parallel_size is None or draft.tensor_parallel_size in (1, spec.gpu.count)
+
+
+class SpeculativeServingSpec(Model):
+    rules = (
+        Rule(
+            "!has(self.speculation.draft) || !has(self.speculation.draft.tensorParallelSize) || self.speculation.draft.tensorParallelSize == 1 || self.speculation.draft.tensorParallelSize == self.gpu.count",
+            "speculation.draft.tensorParallelSize must be 1 or equal to gpu.count",
+            _draft_tp_matches,
+        ),
+    )
+
+    target: TargetModel = Field(description="The model served.")
+    replicas: int = Field(default=1, ge=0, le=256, description="Replicas of the speculative Deployment.")
+    gpu: GpuSpec = section(GpuSpec, "GPUs per replica.")
+    speculation: Speculation = Field(description="The proposer and how much it proposes.")
+    engine: Engine = section(Engine, "vLLM engine and pod settings.")
+    health_policy: HealthPolicy = section(HealthPolicy, "When speculation is judged unhealthy and what is done about it.")
+    baseline: Baseline = section(Baseline, "Non-speculative replicas for comparison.")
+    monitoring: Monitoring = section(Monitoring, "Scrape configuration.")
+
+
+# ---------------------------------------------------------------- status
+
+
+class Condition(Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class Observation(Model):
+    time: str | None = None
+    acceptance_rate: float | None = None
+    mean_accepted_length: float | None = None
+    draft_tokens: float | None = None
+    p50_tpot_seconds: float | None = None
+    p99_tpot_seconds: float | None = None
+    baseline_p99_tpot_seconds: float | None = None
+    p50_ttft_seconds: float | None = None
+    p99_ttft_seconds: float | None = None
+    request_rate: float | None = None
+
+
+class DecisionRecord(Model):
+    time: str
+    action: Literal["hold", "keep", "disable_speculation", "switch_variant", "enable_speculation"]
+    reason: str
+    speculation: bool
+    variant: str | None = None
+    enforced: bool = True
+
+
+class SpeculativeServingStatus(Model):
+    observed_generation: int | None = None
+    phase: Literal["Pending", "Progressing", "Ready", "Degraded", "Invalid"] | None = None
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
+    speculation: Literal["On", "Off"] | None = Field(default=None, description="Effective speculation state.")
+    active_variant: str | None = None
+    effective_num_speculative_tokens: int | None = None
+    observation: Observation | None = None
+    decisions: list[DecisionRecord] = Field(default_factory=list, max_length=20, description="Most recent decisions, newest last.")
+    last_action_time: str | None = None
+    consecutive_breaches: int | None = None
+    probation_seconds: int | None = None
+
+
+class SpeculativeServing(Model):
+    """The whole object, for files read by the CLI (metadata kept loosely)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    api_version: Literal["specserve.dev/v1alpha1"]
+    kind: Literal["SpeculativeServing"]
+    metadata: dict[str, Any]
+    spec: SpeculativeServingSpec
+    status: SpeculativeServingStatus | None = None

@@ -1,0 +1,275 @@
+"""Pure rendering: a SpeculativeServing spec plus the current decision state become Kubernetes objects.
+
+No I/O here: the controller applies what this returns, the CLI prints it, the tests inspect it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from specserve import api, catalog, vllm
+
+MANAGER = "specserve"
+ROLE_SPECULATIVE = "speculative"
+ROLE_BASELINE = "baseline"
+SERVING_LABEL = "specserve.dev/serving"
+ROLE_LABEL = "specserve.dev/role"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+SHM_VOLUME = "dshm"
+CACHE_VOLUME = "model-cache"
+
+
+class RenderError(ValueError):
+    """The spec passed schema validation but cannot be turned into objects (the operator's own judgement)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The SpeculativeServing whose objects are rendered."""
+
+    name: str
+    namespace: str
+    uid: str = ""
+
+
+@dataclass(frozen=True)
+class DecisionState:
+    """What the health loop decided; kept in status, defaults to the spec's starting point."""
+
+    speculation: bool = True
+    variant: str | None = None
+    num_speculative_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """The checkpoint actually served after the variant is resolved."""
+
+    variant: str | None
+    model: str
+    quantization: str | None
+    revision: str | None
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    pod_monitor_api: bool = False  # the cluster serves monitoring.coreos.com/v1
+
+
+def resolve_target(spec: api.SpeculativeServingSpec, state: DecisionState) -> Target:
+    target = spec.target
+    if not target.variants:
+        if state.variant is not None:
+            raise RenderError("UnknownVariant", f"variant {state.variant!r} is active but spec.target declares no variants")
+        return Target(None, target.model, target.quantization, target.revision)
+    wanted = state.variant or target.active_variant or target.variants[0].name
+    for variant in target.variants:
+        if variant.name == wanted:
+            return Target(variant.name, variant.model, variant.quantization, variant.revision or target.revision)
+    declared = ", ".join(v.name for v in target.variants)
+    raise RenderError("UnknownVariant", f"variant {wanted!r} is not among spec.target.variants ({declared})")
+
+
+def check(spec: api.SpeculativeServingSpec, state: DecisionState) -> None:
+    """Everything the schema cannot judge; raises RenderError naming the field."""
+    product = spec.gpu.product
+    if product is not None and catalog.gpu_product(product) is None:
+        known = ", ".join(p.name for p in catalog.gpu_products().values())
+        raise RenderError("UnknownGPUProduct", f"spec.gpu.product {product!r} is not in the GPU catalog ({known}); set spec.gpu.memoryGiB for other products")
+    try:
+        vllm.check_extra_args(spec.engine.extra_args)
+    except vllm.ExtraArgsError as error:
+        raise RenderError("InvalidExtraArgs", str(error)) from error
+    resolve_target(spec, state)
+
+
+def render(owner: Owner, spec: api.SpeculativeServingSpec, state: DecisionState, options: RenderOptions = RenderOptions()) -> list[dict[str, Any]]:
+    """Every object the operator applies for one SpeculativeServing, in apply order."""
+    check(spec, state)
+    target = resolve_target(spec, state)
+    objects = [deployment(owner, spec, state, target, ROLE_SPECULATIVE)]
+    if spec.baseline.replicas > 0:
+        objects.append(deployment(owner, spec, state, target, ROLE_BASELINE))
+    objects.append(service(owner))
+    if wants_pod_monitor(spec, options):
+        objects.append(pod_monitor(owner))
+    return objects
+
+
+def wants_pod_monitor(spec: api.SpeculativeServingSpec, options: RenderOptions) -> bool:
+    mode = spec.monitoring.pod_monitor
+    return mode == api.PodMonitorMode.ENABLED or (mode == api.PodMonitorMode.AUTO and options.pod_monitor_api)
+
+
+def deployment_name(owner_name: str, role: str) -> str:
+    return owner_name if role == ROLE_SPECULATIVE else f"{owner_name}-{role}"
+
+
+def selector_labels(owner_name: str, role: str | None = None) -> dict[str, str]:
+    labels = {"app.kubernetes.io/name": "vllm", SERVING_LABEL: owner_name}
+    if role is not None:
+        labels[ROLE_LABEL] = role
+    return labels
+
+
+def common_labels(owner_name: str, role: str | None = None) -> dict[str, str]:
+    return {**selector_labels(owner_name, role), "app.kubernetes.io/instance": owner_name, MANAGED_BY_LABEL: MANAGER}
+
+
+def _metadata(owner: Owner, name: str, labels: dict[str, str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": owner.namespace, "labels": labels}
+    if owner.uid:
+        meta["ownerReferences"] = [
+            {"apiVersion": api.API_VERSION, "kind": api.KIND, "name": owner.name, "uid": owner.uid, "controller": True, "blockOwnerDeletion": True}
+        ]
+    return meta
+
+
+def deployment(owner: Owner, spec: api.SpeculativeServingSpec, state: DecisionState, target: Target, role: str) -> dict[str, Any]:
+    speculating = role == ROLE_SPECULATIVE and state.speculation
+    k = state.num_speculative_tokens or spec.speculation.num_speculative_tokens
+    args = vllm.serve_args(
+        model=target.model,
+        served_model_name=spec.target.served_model_name or owner.name,
+        revision=target.revision,
+        quantization=target.quantization,
+        tensor_parallel_size=spec.gpu.count,
+        engine=spec.engine,
+        speculative=vllm.speculative_config(spec.speculation, k) if speculating else None,
+    )
+    labels = common_labels(owner.name, role)
+    replicas = spec.replicas if role == ROLE_SPECULATIVE else spec.baseline.replicas
+    annotations = {**spec.engine.pod_annotations, "specserve.dev/variant": target.variant or "", "specserve.dev/speculation": "on" if speculating else "off"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner, deployment_name(owner.name, role), labels),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector_labels(owner.name, role)},
+            # GPUs are scarce: replace pods in place instead of asking for a surge replica's GPUs.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+            "template": {
+                "metadata": {"labels": {**spec.engine.pod_labels, **labels}, "annotations": annotations},
+                "spec": _pod_spec(spec, target, args),
+            },
+        },
+    }
+
+
+def _pod_spec(spec: api.SpeculativeServingSpec, target: Target, args: list[str]) -> dict[str, Any]:
+    engine = spec.engine
+    pod: dict[str, Any] = {
+        "containers": [_container(spec, target, args)],
+        "volumes": _volumes(spec, target),
+        "terminationGracePeriodSeconds": 60,
+    }
+    if engine.node_selector:
+        pod["nodeSelector"] = dict(engine.node_selector)
+    if engine.tolerations:
+        pod["tolerations"] = [t.wire() for t in engine.tolerations]
+    if engine.affinity:
+        pod["affinity"] = engine.affinity
+    return pod
+
+
+def _container(spec: api.SpeculativeServingSpec, target: Target, args: list[str]) -> dict[str, Any]:
+    engine = spec.engine
+    gpus = str(spec.gpu.count)
+    resources = engine.resources.wire() if engine.resources else {}
+    resources = {
+        "requests": {**{k: str(v) for k, v in resources.get("requests", {}).items()}, "nvidia.com/gpu": gpus},
+        "limits": {**{k: str(v) for k, v in resources.get("limits", {}).items()}, "nvidia.com/gpu": gpus},
+    }
+    startup_period = 10
+    return {
+        "name": "vllm",
+        "image": engine.image,
+        "command": list(vllm.COMMAND),
+        "args": args,
+        "ports": [{"name": "http", "containerPort": vllm.PORT, "protocol": "TCP"}],
+        "env": _env(spec),
+        "resources": resources,
+        "volumeMounts": _volume_mounts(spec, target),
+        "startupProbe": _probe(period=startup_period, failures=-(-engine.startup_timeout_seconds // startup_period), timeout=5),
+        "readinessProbe": _probe(period=10, failures=3, timeout=5),
+        "livenessProbe": _probe(period=15, failures=6, timeout=10),
+    }
+
+
+def _probe(period: int, failures: int, timeout: int) -> dict[str, Any]:
+    return {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": period, "failureThreshold": failures, "timeoutSeconds": timeout}
+
+
+def _env(spec: api.SpeculativeServingSpec) -> list[dict[str, Any]]:
+    engine = spec.engine
+    env: list[dict[str, Any]] = []
+    if engine.hf_token_secret:
+        secret = engine.hf_token_secret
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}}})
+    if engine.model_cache:
+        env.append({"name": "HF_HOME", "value": engine.model_cache.mount_path})
+    reserved = {e["name"] for e in env}
+    return env + [e.wire() for e in engine.env if e.name not in reserved]
+
+
+def _pvc_claims(spec: api.SpeculativeServingSpec, target: Target) -> list[str]:
+    refs = [target.model] + ([spec.speculation.draft.model] if spec.speculation.draft else [])
+    claims = [ref.removeprefix("pvc://").split("/", 1)[0] for ref in refs if ref.startswith("pvc://")]
+    return sorted(set(claims))
+
+
+def _volumes(spec: api.SpeculativeServingSpec, target: Target) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": spec.engine.shm_size}}]
+    cache = spec.engine.model_cache
+    if cache:
+        volumes.append({"name": CACHE_VOLUME, "persistentVolumeClaim": {"claimName": cache.claim_name, "readOnly": cache.read_only}})
+    for claim in _pvc_claims(spec, target):
+        volumes.append({"name": f"pvc-{claim}"[:63], "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+    return volumes
+
+
+def _volume_mounts(spec: api.SpeculativeServingSpec, target: Target) -> list[dict[str, Any]]:
+    mounts: list[dict[str, Any]] = [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}]
+    cache = spec.engine.model_cache
+    if cache:
+        mounts.append({"name": CACHE_VOLUME, "mountPath": cache.mount_path, "readOnly": cache.read_only})
+    for claim in _pvc_claims(spec, target):
+        mounts.append({"name": f"pvc-{claim}"[:63], "mountPath": vllm.pvc_mount_path(claim), "readOnly": True})
+    return mounts
+
+
+def service(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(owner, owner.name, common_labels(owner.name)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(owner.name),
+            "ports": [{"name": "http", "port": vllm.PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def pod_monitor(owner: Owner) -> dict[str, Any]:
+    """Scrapes every pod of the serving and turns its serving and role pod labels into metric labels."""
+    relabel = [
+        {"sourceLabels": ["__meta_kubernetes_pod_label_specserve_dev_serving"], "targetLabel": "serving", "action": "replace"},
+        {"sourceLabels": ["__meta_kubernetes_pod_label_specserve_dev_role"], "targetLabel": "role", "action": "replace"},
+        {"sourceLabels": ["__meta_kubernetes_namespace"], "targetLabel": "namespace", "action": "replace"},
+    ]
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": _metadata(owner, owner.name, common_labels(owner.name)),
+        "spec": {
+            "selector": {"matchLabels": {SERVING_LABEL: owner.name, MANAGED_BY_LABEL: MANAGER}},
+            "podMetricsEndpoints": [{"port": "http", "path": "/metrics", "interval": "15s", "relabelings": relabel}],
+        },
+    }

@@ -1,0 +1,23 @@
+"""Operator-wide settings, read from SPECSERVE_* environment variables and overridden by `specserve run` flags.
+
+Per-object behaviour lives in the SpeculativeServing spec; only what is the same for every object is here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SPECSERVE_", extra="ignore")
+
+    namespaces: list[str] = Field(default_factory=list, description="Namespaces to watch; empty means all (cluster-wide).")
+    prometheus_url: str = Field(default="http://prometheus-operated.monitoring.svc:9090", description="Default Prometheus for the health loop.")
+    log_format: Literal["plain", "json"] = "plain"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    liveness_endpoint: str = Field(default="http://0.0.0.0:8080/healthz", description="Kopf's liveness endpoint.")
+    peering: str | None = Field(default=None, description="Kopf peering name, so only one of several operator replicas is active.")
+    pod_monitor_api: Literal["auto", "true", "false"] = Field(default="auto", description="Whether the cluster serves monitoring.coreos.com/v1; auto asks the API server.")
