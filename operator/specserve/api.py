@@ -89,7 +89,7 @@ class PodMonitorMode(StrEnum):
 class Variant(Model):
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=32, description="Variant name, e.g. int4, int8, bf16.")
     model: str = Field(pattern=MODEL_REF_PATTERN, max_length=256, description="Checkpoint of this variant: HF id, hf://, pvc://claim/path or an absolute path.")
-    quantization: str | None = Field(default=None, pattern=r"^[a-z0-9_]+$", max_length=32, description="vLLM --quantization for this checkpoint (fp8, awq_marlin, gptq_marlin, compressed-tensors, ...). Omit for auto-detection or unquantized weights.")
+    quantization: str | None = Field(default=None, pattern=r"^[a-z0-9_-]+$", max_length=32, description="vLLM --quantization for this checkpoint (fp8, awq_marlin, gptq_marlin, compressed-tensors, ...). Omit for auto-detection or unquantized weights.")
     revision: str | None = Field(default=None, max_length=128, description="Revision (branch, tag or commit) of this checkpoint.")
 
 
@@ -111,7 +111,7 @@ class TargetModel(Model):
     model: str = Field(pattern=MODEL_REF_PATTERN, max_length=256, description="Target checkpoint: HF id, hf://, pvc://claim/path or an absolute path. Used when no variants are declared.")
     served_model_name: str | None = Field(default=None, max_length=128, description="Name clients use in the OpenAI API; defaults to the SpeculativeServing's name.")
     revision: str | None = Field(default=None, max_length=128, description="Revision (branch, tag or commit) of the target checkpoint.")
-    quantization: str | None = Field(default=None, pattern=r"^[a-z0-9_]+$", max_length=32, description="vLLM --quantization of the target when no variants are declared.")
+    quantization: str | None = Field(default=None, pattern=r"^[a-z0-9_-]+$", max_length=32, description="vLLM --quantization of the target when no variants are declared.")
     variants: list[Variant] = Field(default_factory=list, max_length=8, description="Precision ladder of the target, lowest memory first. The health loop steps up one rung when quantization costs acceptance.", json_schema_extra={"default": [], "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})
     active_variant: str | None = Field(default=None, max_length=32, description="Variant that starts active; defaults to the first (lowest-memory) variant.")
 
@@ -131,7 +131,7 @@ class GpuSpec(Model):
 class DraftModel(Model):
     model: str = Field(pattern=MODEL_REF_PATTERN, max_length=256, description="Draft checkpoint (draft_model) or EAGLE/EAGLE-3/MTP head.")
     revision: str | None = Field(default=None, max_length=128)
-    quantization: str | None = Field(default=None, pattern=r"^[a-z0-9_]+$", max_length=32, description="Quantization of the draft checkpoint; prefer pre-quantized checkpoints.")
+    quantization: str | None = Field(default=None, pattern=r"^[a-z0-9_-]+$", max_length=32, description="Quantization of the draft checkpoint; prefer pre-quantized checkpoints.")
     tensor_parallel_size: int | None = Field(default=None, ge=1, le=16, description="Draft tensor parallel size: 1 or the target's GPU count.")
 
 

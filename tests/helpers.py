@@ -1,0 +1,51 @@
+"""Shared test helpers: example files, spec builders and a schema defaulter like the API server's.
+
+Kept small; each test module states its own behaviour.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
+
+
+def load_example(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+def minimal_spec(**overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "target": {"model": "meta-llama/Llama-3.1-8B-Instruct"},
+        "speculation": {"method": "ngram"},
+    }
+    spec.update(overrides)
+    return spec
+
+
+def serving(name: str = "demo", namespace: str = "default", **spec_overrides: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "specserve.dev/v1alpha1",
+        "kind": "SpeculativeServing",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": minimal_spec(**spec_overrides),
+    }
+
+
+def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
+    """Fill in schema defaults the way the API server does before validation."""
+    value = copy.deepcopy(value)
+    if isinstance(value, dict) and "properties" in schema:
+        for name, prop in schema["properties"].items():
+            if name not in value and "default" in prop:
+                value[name] = copy.deepcopy(prop["default"])
+            if name in value:
+                value[name] = apply_defaults(prop, value[name])
+    elif isinstance(value, list) and "items" in schema:
+        value = [apply_defaults(schema["items"], item) for item in value]
+    return value

@@ -1,0 +1,136 @@
+"""The generated CRD: committed copy is current, schema is structural, CEL rules agree with the models."""
+
+import copy
+
+import celpy
+import pydantic
+import pytest
+import yaml
+
+from specserve import api, crd
+from tests.helpers import EXAMPLES, ROOT, apply_defaults, load_example, serving
+
+COMMITTED = ROOT / "crds" / "specserve.dev_speculativeservings.yaml"
+
+
+def root_schema():
+    return crd.custom_resource_definition()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def walk(schema, path="$"):
+    yield path, schema
+    for name, prop in schema.get("properties", {}).items():
+        yield from walk(prop, f"{path}.{name}")
+    if isinstance(schema.get("items"), dict):
+        yield from walk(schema["items"], f"{path}[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from walk(schema["additionalProperties"], f"{path}{{}}")
+
+
+def test_committed_crd_matches_the_models():
+    assert COMMITTED.read_text() == crd.crd_yaml(), "crds/ is stale: run `specserve crd > crds/specserve.dev_speculativeservings.yaml`"
+
+
+def test_crd_names_and_subresources():
+    version = crd.custom_resource_definition()["spec"]["versions"][0]
+    names = crd.custom_resource_definition()["spec"]["names"]
+    assert (names["kind"], names["plural"], names["shortNames"]) == ("SpeculativeServing", "speculativeservings", ["sps"])
+    assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
+
+
+def test_printer_columns_show_what_an_sre_needs():
+    columns = {c["name"]: c["jsonPath"] for c in crd.PRINTER_COLUMNS}
+    assert set(columns) == {"Phase", "Speculation", "Variant", "Acceptance", "P99-TPOT", "Age"}
+
+
+def test_schema_is_structural():
+    forbidden = {"$ref", "$defs", "anyOf", "oneOf", "allOf", "title", "const"}
+    for path, node in walk(root_schema()):
+        assert not forbidden & node.keys(), f"{path} uses {forbidden & node.keys()}"
+        assert "type" in node or node.get("x-kubernetes-int-or-string") or node.get("x-kubernetes-preserve-unknown-fields"), f"{path} has no type"
+        if "properties" in node:
+            assert "additionalProperties" not in node, path
+        if "exclusiveMinimum" in node:
+            assert node["exclusiveMinimum"] is True and "minimum" in node, path
+
+
+def test_optional_sections_default_so_nested_defaults_apply():
+    spec = root_schema()["properties"]["spec"]["properties"]
+    for section in ("gpu", "engine", "healthPolicy", "baseline", "monitoring"):
+        assert spec[section].get("default") == {}, section
+    defaulted = apply_defaults(root_schema(), serving())
+    assert defaulted["spec"]["healthPolicy"]["disableBelowAcceptance"] == 0.5
+    assert defaulted["spec"]["engine"]["image"] == api.DEFAULT_IMAGE
+
+
+def test_every_cel_rule_compiles():
+    env = celpy.Environment()
+    rules = [rule for _, node in walk(root_schema()) for rule in node.get("x-kubernetes-validations", [])]
+    assert len(rules) >= 8
+    for rule in rules:
+        env.compile(rule["rule"])
+
+
+def cel_failures(schema, value):
+    """Messages of the CEL rules that reject value, evaluated at every level like the API server does."""
+    env = celpy.Environment()
+    failures = []
+    for rule in schema.get("x-kubernetes-validations", []):
+        result = env.program(env.compile(rule["rule"])).evaluate({"self": celpy.json_to_cel(value)})
+        if not bool(result):
+            failures.append(rule["message"])
+    if isinstance(value, dict):
+        for name, prop in schema.get("properties", {}).items():
+            if name in value:
+                failures += cel_failures(prop, value[name])
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for item in value:
+            failures += cel_failures(schema["items"], item)
+    return failures
+
+
+def mutate(obj, path, value):
+    obj = copy.deepcopy(obj)
+    node = obj
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    return obj
+
+
+BASE = serving(name="demo")
+CASES = {
+    "valid ngram": BASE,
+    "draft_model without draft": mutate(BASE, ["spec", "speculation"], {"method": "draft_model"}),
+    "eagle3 with draft": mutate(BASE, ["spec", "speculation"], {"method": "eagle3", "draft": {"model": "org/head"}}),
+    "ngram with draft": mutate(BASE, ["spec", "speculation", "draft"], {"model": "org/d"}),
+    "ngram window reversed": mutate(BASE, ["spec", "speculation", "ngram"], {"promptLookupMin": 5, "promptLookupMax": 2}),
+    "thresholds reversed": mutate(BASE, ["spec", "healthPolicy"], {"disableBelowAcceptance": 0.7, "watchBelowAcceptance": 0.6}),
+    "duplicate variants": mutate(BASE, ["spec", "target", "variants"], [{"name": "a", "model": "x/y"}, {"name": "a", "model": "x/z"}]),
+    "undeclared active variant": mutate(mutate(BASE, ["spec", "target", "variants"], [{"name": "a", "model": "x/y"}]), ["spec", "target", "activeVariant"], "b"),
+    "draft tp mismatch": mutate(mutate(BASE, ["spec", "speculation"], {"method": "draft_model", "draft": {"model": "o/d", "tensorParallelSize": 3}}), ["spec", "gpu"], {"count": 4}),
+    "gpu in resources": mutate(BASE, ["spec", "engine"], {"resources": {"requests": {"nvidia.com/gpu": 1}}}),
+    "name too long": mutate(BASE, ["metadata", "name"], "x" * 43),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=str)
+def test_cel_rules_and_models_agree(case):
+    obj = CASES[case]
+    cel = cel_failures(root_schema(), apply_defaults(root_schema(), obj))
+    try:
+        api.SpeculativeServing.model_validate(obj)
+        python_rejects = len(obj["metadata"]["name"]) > api.MAX_NAME_LENGTH
+    except pydantic.ValidationError:
+        python_rejects = True
+    assert bool(cel) == python_rejects, cel
+    assert (case == "valid ngram" or case == "eagle3 with draft") == (not cel)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_pass_every_cel_rule(path):
+    assert cel_failures(root_schema(), apply_defaults(root_schema(), load_example(path))) == []
+
+
+def test_crd_yaml_round_trips():
+    assert yaml.safe_load(crd.crd_yaml()) == crd.custom_resource_definition()
