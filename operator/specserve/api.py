@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Callable, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "specserve.dev"
@@ -52,6 +52,13 @@ class Model(BaseModel):
     def wire(self) -> dict[str, Any]:
         """The object as it appears in Kubernetes: camelCase keys, unset optionals left out."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def describe_error(error: Exception, prefix: str = "") -> str:
+    """One clause per problem, each naming the field in the API's own spelling (prefix says where it sits)."""
+    if isinstance(error, ValidationError):
+        return "; ".join(f"{prefix}{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"] for e in error.errors())
+    return str(error)
 
 
 def section(model: type[Model], description: str) -> Any:

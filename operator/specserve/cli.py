@@ -70,7 +70,7 @@ def _render(args: argparse.Namespace) -> int:
         try:
             rendered += render_document(document, render.RenderOptions(pod_monitor_api=args.pod_monitor_api))
         except (pydantic.ValidationError, render.RenderError) as error:
-            print(f"{args.file}: document {number + 1}: {describe_error(error)}", file=sys.stderr)
+            print(f"{args.file}: document {number + 1}: {api.describe_error(error)}", file=sys.stderr)
             return 2
     sys.stdout.write(yaml.safe_dump_all(rendered, sort_keys=False, width=200))
     return 0
@@ -81,13 +81,6 @@ def render_document(document: dict[str, Any], options: render.RenderOptions) -> 
     meta = serving.metadata
     owner = render.Owner(name=meta["name"], namespace=meta.get("namespace", "default"), uid=meta.get("uid", ""))
     return render.render(owner, serving.spec, render.DecisionState(), options)
-
-
-def describe_error(error: Exception) -> str:
-    """One line per problem, each naming the field in the API's own spelling."""
-    if isinstance(error, pydantic.ValidationError):
-        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in error.errors())
-    return str(error)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,115 @@
+"""The operator's own Kubernetes calls: server-side apply, prune, status patches and discovery.
+
+Thin wrapper over the official client; blocking calls run in a thread so Kopf's event loop stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from specserve import api, render
+
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Where the API serves one kind of object."""
+
+    group: str
+    version: str
+    plural: str
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> "Kind":
+        group, _, version = obj["apiVersion"].rpartition("/")
+        return KINDS[(group, version, obj["kind"])]
+
+    def path(self, namespace: str, name: str | None = None) -> str:
+        prefix = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        return f"{prefix}/namespaces/{namespace}/{self.plural}" + (f"/{name}" if name else "")
+
+
+DEPLOYMENTS = Kind("apps", "v1", "deployments")
+SERVICES = Kind("", "v1", "services")
+POD_MONITORS = Kind("monitoring.coreos.com", "v1", "podmonitors")
+SERVINGS = Kind(api.GROUP, api.VERSION, api.PLURAL)
+KINDS = {
+    ("apps", "v1", "Deployment"): DEPLOYMENTS,
+    ("", "v1", "Service"): SERVICES,
+    ("monitoring.coreos.com", "v1", "PodMonitor"): POD_MONITORS,
+    (api.GROUP, api.VERSION, api.KIND): SERVINGS,
+}
+
+
+def new_api_client() -> kubernetes.client.ApiClient:
+    """A client configured the same way Kopf logs in: in-cluster service account, else KUBECONFIG."""
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(client_configuration=configuration)
+    return kubernetes.client.ApiClient(configuration)
+
+
+class Kube:
+    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+        self.client = client
+
+    def _call(self, method: str, path: str, body: Any = None, content_type: str | None = None, query: list[tuple[str, Any]] | None = None) -> Any:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        data = self.client.call_api(
+            path, method, query_params=query or [], header_params=headers, body=body,
+            response_type="object", auth_settings=["BearerToken"], _return_http_data_only=True, _preload_content=True,
+        )
+        return data
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(self._call, method, path, **kwargs)
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply under specserve's own field manager; other owners' fields are left alone."""
+        meta = obj["metadata"]
+        path = Kind.of(obj).path(meta["namespace"], meta["name"])
+        return await self.call("PATCH", path, body=obj, content_type=APPLY, query=[("fieldManager", render.MANAGER), ("force", "true")])
+
+    async def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.call("GET", kind.path(namespace, name))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def list(self, kind: Kind, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        result = await self.call("GET", kind.path(namespace), query=[("labelSelector", selector)])
+        return list(result.get("items", []))
+
+    async def delete(self, kind: Kind, namespace: str, name: str) -> None:
+        try:
+            await self.call("DELETE", kind.path(namespace, name), body={"propagationPolicy": "Background"})
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    async def patch_serving_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await self.call("PATCH", SERVINGS.path(namespace, name) + "/status", body={"status": status}, content_type=MERGE)
+
+    async def serves(self, group: str, version: str, plural: str) -> bool:
+        """Whether the API server serves a resource (discovery), e.g. PodMonitors."""
+        try:
+            resources = await self.call("GET", f"/apis/{group}/{version}")
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return any(r.get("name") == plural for r in resources.get("resources", []))
