@@ -1,0 +1,77 @@
+"""Status bookkeeping: conditions, availability, decision state read back from status, drift detection."""
+
+from specserve import api, controller, render
+from tests.helpers import minimal_spec
+
+SPEC = api.SpeculativeServingSpec.model_validate(minimal_spec())
+LADDER = api.SpeculativeServingSpec.model_validate(
+    minimal_spec(target={"model": "o/m", "variants": [{"name": "int4", "model": "o/m4"}, {"name": "bf16", "model": "o/m"}]})
+)
+
+
+def deployment(name="demo", replicas=1, available=1, updated=1, generation=1, observed=1):
+    return {
+        "metadata": {"name": name, "generation": generation},
+        "spec": {"replicas": replicas},
+        "status": {"availableReplicas": available, "updatedReplicas": updated, "replicas": replicas, "observedGeneration": observed},
+    }
+
+
+def conditions(status):
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def test_ready_when_every_deployment_is_available():
+    status = controller.serving_status({}, [deployment(), deployment("demo-baseline")], 3, None, render.DecisionState(), SPEC)
+    assert status["phase"] == "Ready" and status["observedGeneration"] == 3
+    assert conditions(status)["Ready"]["status"] == "True"
+    assert conditions(status)["Progressing"]["status"] == "False"
+
+
+def test_progressing_while_a_rollout_is_under_way():
+    status = controller.serving_status({}, [deployment(available=0, updated=0, generation=2, observed=1)], 2, None, render.DecisionState(), SPEC)
+    assert status["phase"] == "Progressing"
+    assert conditions(status)["Ready"]["status"] == "False"
+
+
+def test_degraded_when_rolled_out_but_unavailable():
+    status = controller.serving_status({}, [deployment(available=0)], 1, None, render.DecisionState(), SPEC)
+    assert status["phase"] == "Degraded"
+
+
+def test_effective_state_is_reported():
+    status = controller.serving_status({}, [deployment()], 1, None, render.DecisionState(speculation=False, variant="bf16"), LADDER)
+    assert (status["speculation"], status["activeVariant"], status["effectiveNumSpeculativeTokens"]) == ("Off", "bf16", 0)
+
+
+def test_transition_time_moves_only_when_the_status_value_changes():
+    old = [{"type": "Ready", "status": "True", "reason": "Available", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+    same = controller.merge_conditions(old, [controller.condition("Ready", "True", "Available", "x", 2)])
+    flipped = controller.merge_conditions(old, [controller.condition("Ready", "False", "NotAvailable", "x", 2)])
+    assert same[0]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    assert flipped[0]["lastTransitionTime"] != "2026-01-01T00:00:00Z"
+
+
+def test_decision_state_is_read_back_from_status():
+    state = controller.decision_state(LADDER, {"speculation": "Off", "activeVariant": "bf16"})
+    assert state == render.DecisionState(speculation=False, variant="bf16")
+
+
+def test_a_variant_removed_from_the_spec_falls_back_to_the_spec():
+    assert controller.decision_state(LADDER, {"activeVariant": "fp4"}).variant is None
+
+
+def test_fresh_status_means_speculation_on():
+    assert controller.decision_state(SPEC, {}) == render.DecisionState()
+
+
+def test_server_defaults_are_not_drift():
+    wanted = {"spec": {"template": {"spec": {"containers": [{"name": "vllm", "args": ["a"]}]}}}}
+    live = {"spec": {"progressDeadlineSeconds": 600, "template": {"spec": {"dnsPolicy": "ClusterFirst", "containers": [{"name": "vllm", "args": ["a"], "imagePullPolicy": "IfNotPresent"}]}}}}
+    assert controller.is_subset(wanted, live)
+
+
+def test_a_changed_argument_is_drift():
+    wanted = {"spec": {"template": {"spec": {"containers": [{"name": "vllm", "args": ["a", "b"]}]}}}}
+    live = {"spec": {"template": {"spec": {"containers": [{"name": "vllm", "args": ["a"]}]}}}}
+    assert not controller.is_subset(wanted, live)
