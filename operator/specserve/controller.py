@@ -33,7 +33,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=api.GROUP, key="last-handled-configuration")
     settings.posting.reporting_component = render.MANAGER
     settings.posting.level = logging.INFO
-    settings.batching.error_delays = [10, 20, 30, 60, 120, 300]
+    settings.queueing.error_delays = [10, 20, 30, 60, 120, 300]
     if "kube" not in memo:
         memo["kube"] = kube.Kube(kube.new_api_client())
     memo["pod_monitor_api"] = await _pod_monitor_api(memo["kube"], operator_settings)

@@ -66,11 +66,12 @@ class Kube:
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
-        data = self.client.call_api(
-            path, method, query_params=query or [], header_params=headers, body=body,
-            response_type="object", auth_settings=["BearerToken"], _return_http_data_only=True, _preload_content=True,
+        request = self.client.param_serialize(
+            method=method, resource_path=path, query_params=query or [], header_params=headers, body=body, auth_settings=["BearerToken"]
         )
-        return data
+        response = self.client.call_api(*request)
+        response.read()
+        return self.client.response_deserialize(response, {"200": "object", "201": "object", "202": "object"}).data
 
     async def call(self, method: str, path: str, **kwargs: Any) -> Any:
         return await asyncio.to_thread(self._call, method, path, **kwargs)
