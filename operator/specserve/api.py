@@ -321,6 +321,23 @@ class Observation(Model):
     p50_ttft_seconds: float | None = None
     p99_ttft_seconds: float | None = None
     request_rate: float | None = None
+    requests_running: float | None = None
+    requests_waiting: float | None = None
+    kv_cache_usage: float | None = None
+    per_position_acceptance: list[float] = Field(default_factory=list, max_length=32, description="Acceptance at draft position 0, 1, ...")
+
+
+class HealthStatus(Model):
+    """The health policy's memory, so an operator restart neither repeats nor reverses a decision."""
+
+    last_evaluation_time: str | None = None
+    consecutive_breaches: int = 0
+    last_action_time: str | None = None
+    disabled_time: str | None = None
+    probation_seconds: float | None = None
+    on_probation: bool = False
+    references: dict[str, float] = Field(default_factory=dict, description="Acceptance measured per variant (moving average).")
+    spec_active_variant: str | None = Field(default=None, description="spec.target.activeVariant when the health loop last chose the variant.")
 
 
 class DecisionRecord(Model):
@@ -341,9 +358,7 @@ class SpeculativeServingStatus(Model):
     effective_num_speculative_tokens: int | None = None
     observation: Observation | None = None
     decisions: list[DecisionRecord] = Field(default_factory=list, max_length=20, description="Most recent decisions, newest last.")
-    last_action_time: str | None = None
-    consecutive_breaches: int | None = None
-    probation_seconds: int | None = None
+    health: HealthStatus | None = None
 
 
 class SpeculativeServing(Model):

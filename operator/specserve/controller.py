@@ -5,15 +5,17 @@ The operator never writes spec. Bad input becomes a condition and one Warning ev
 
 from __future__ import annotations
 
-import datetime
+import asyncio
 import logging
+import time
 from typing import Any
 
 import kopf
 import pydantic
 from kubernetes.client.exceptions import ApiException
 
-from specserve import api, kube, render
+from specserve import api, health, kube, metrics, render
+from specserve.conditions import condition, find as _find_condition, merge_conditions
 from specserve.settings import OperatorSettings
 
 LOG = logging.getLogger("specserve")
@@ -38,6 +40,19 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
         memo["kube"] = kube.Kube(kube.new_api_client())
     memo["pod_monitor_api"] = await _pod_monitor_api(memo["kube"], operator_settings)
     logger.info("PodMonitor API %s", "available" if memo["pod_monitor_api"] else "not available")
+    if "poller" not in memo:
+        labels = metrics.Labels(operator_settings.namespace_label, operator_settings.serving_label, operator_settings.role_label)
+        query = metrics.prometheus_query(operator_settings.prometheus_url, operator_settings.prometheus_timeout_seconds)
+        memo["poller"] = health.Poller(query, labels, operator_settings.poll_interval_seconds)
+    memo["poller_task"] = asyncio.create_task(memo["poller"].run(), name="specserve-poller")
+
+
+@kopf.on.cleanup()
+async def stop_poller(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("poller_task")
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def _pod_monitor_api(client: kube.Kube, settings: OperatorSettings) -> bool:
@@ -84,7 +99,7 @@ async def reconcile(body: dict[str, Any], status_patch: Any, memo: kopf.Memo, lo
     accepted = condition("Accepted", "True", "Applied", f"{len(objects)} objects applied with server-side apply", generation)
     new_status = serving_status(status, deployments, generation, accepted, state, spec)
     status_patch.update(new_status)
-    if status.get("observedGeneration") != generation or _condition(status, "Accepted", "status") != "True":
+    if status.get("observedGeneration") != generation or (_find_condition(status, "Accepted") or {}).get("status") != "True":
         kopf.event(body, type="Normal", reason="Applied", message=f"applied {', '.join(_describe(o) for o in objects)}")
     logger.info("reconciled generation %s: %s", generation, new_status["phase"])
 
@@ -135,6 +150,56 @@ async def prune(client: kube.Kube, body: dict[str, Any], desired: list[dict[str,
 
 def _owned_by(obj: dict[str, Any], uid: str | None) -> bool:
     return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences", []))
+
+
+# ---------------------------------------------------------------- health loop
+
+
+@kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_timeout=10)
+async def health_loop(stopped: kopf.DaemonStopped, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Evaluates one serving on every poll of the shared poller; Kopf stops it when a peer takes over."""
+    poller: health.Poller = memo["poller"]
+    try:
+        while not stopped:
+            snapshot = {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.status)}
+            try:
+                spec = api.SpeculativeServingSpec.model_validate(snapshot["spec"])
+            except pydantic.ValidationError:
+                poller.unsubscribe(namespace, name)  # the reconcile handler reports it; nothing to judge
+                await stopped.wait(poller.interval)
+                continue
+            queue = poller.subscribe(namespace, name, spec.health_policy.window_seconds)
+            try:
+                result = await asyncio.wait_for(queue.get(), timeout=max(1.0, poller.interval))
+            except asyncio.TimeoutError:
+                continue
+            snapshot["status"] = dict(body.status)
+            if health.due(snapshot["status"], spec, time.time()):
+                await act_on_health(snapshot, spec, result, memo, logger)
+    finally:
+        poller.unsubscribe(namespace, name)
+
+
+async def act_on_health(body: dict[str, Any], spec: api.SpeculativeServingSpec, result: health.PollResult, memo: kopf.Memo, logger: kopf.Logger) -> None:
+    """Record the decision in status first, then re-render: a restart in between resumes from status."""
+    meta = body["metadata"]
+    client: kube.Kube = memo["kube"]
+    outcome = health.evaluate(body, spec, result, time.time())
+    await client.patch_serving_status(meta["namespace"], meta["name"], outcome.status)
+    if outcome.event is not None:
+        type_, reason, message = outcome.event
+        kopf.event(body, type=type_, reason=reason, message=message[:1024])
+    if outcome.decision.action != "keep":
+        logger.info("health: %s (%s)", outcome.decision.action, outcome.decision.reason)
+    if outcome.render_state is None:
+        return
+    options = render.RenderOptions(pod_monitor_api=memo.get("pod_monitor_api", False))
+    try:
+        for obj in render.render(owner_of(body), spec, outcome.render_state, options):
+            await client.apply(obj)
+    except (render.RenderError, ApiException) as error:
+        kopf.event(body, type="Warning", reason="ApplyFailed", message=f"decision {outcome.decision.action} recorded but not yet applied: {error}"[:1024])
+        raise
 
 
 # ---------------------------------------------------------------- owned objects: drift and availability
@@ -206,13 +271,8 @@ def owner_of(body: dict[str, Any]) -> render.Owner:
 
 def decision_state(spec: api.SpeculativeServingSpec, status: dict[str, Any]) -> render.DecisionState:
     """The health loop's decisions, read back from status; a variant no longer declared falls back to the spec's."""
-    variant = status.get("activeVariant")
-    if variant not in {v.name for v in spec.target.variants}:
-        variant = None
-    return render.DecisionState(
-        speculation=status.get("speculation", "On") != "Off",
-        variant=variant,
-    )
+    state = health.state_from_status(spec, status)
+    return render.DecisionState(speculation=state.speculation, variant=state.variant)
 
 
 def serving_status(
@@ -257,33 +317,6 @@ def _availability(deployments: list[dict[str, Any]]) -> tuple[bool, bool, str]:
             ready = False
         parts.append(f"{dep['metadata']['name']}: {available}/{want} available")
     return ready, progressing, "; ".join(parts)
-
-
-def condition(type_: str, status: str, reason: str, message: str, generation: int | None) -> dict[str, Any]:
-    return {"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": _now(), "observedGeneration": generation}
-
-
-def merge_conditions(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Replace conditions by type; lastTransitionTime moves only when the status value changes."""
-    merged = {c["type"]: c for c in old}
-    for cond in new:
-        previous = merged.get(cond["type"])
-        if previous is not None and previous.get("status") == cond["status"]:
-            cond = {**cond, "lastTransitionTime": previous.get("lastTransitionTime", cond["lastTransitionTime"])}
-        merged[cond["type"]] = cond
-    return list(merged.values())
-
-
-def _find_condition(status: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    return next((c for c in status.get("conditions", []) if c.get("type") == type_), None)
-
-
-def _condition(status: dict[str, Any], type_: str, key: str) -> Any:
-    return (_find_condition(status, type_) or {}).get(key)
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ---------------------------------------------------------------- entry point

@@ -14,6 +14,7 @@ from specserve import api
 
 Action = Literal["hold", "keep", "disable_speculation", "switch_variant", "enable_speculation"]
 CHANGES: frozenset[str] = frozenset({"disable_speculation", "switch_variant", "enable_speculation"})
+HEALTHY = "healthy"  # how the reason of a keep without any breach starts
 REFERENCE_WEIGHT = 0.3  # weight of the newest sample in a variant's reference acceptance (EWMA)
 
 
@@ -87,7 +88,7 @@ def decide(state: State, observation: Observation, policy: api.HealthPolicy, now
     step_up, blocked = _step_up(state, observation, policy, ladder)
     problem = step_up or breach
     if problem is None:
-        return Decision("keep", f"healthy: {_numbers(observation)}{blocked}", replace(state, consecutive_breaches=0))
+        return Decision("keep", f"{HEALTHY}: {_numbers(observation)}{blocked}", replace(state, consecutive_breaches=0))
     if _cooling_down(state, policy, now):
         left = policy.cooldown_seconds - (now - (state.last_action_at or now))
         return Decision("keep", f"{problem}; in cooldown for another {left:.0f}s", state)

@@ -20,4 +20,9 @@ class OperatorSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     liveness_endpoint: str = Field(default="http://0.0.0.0:8080/healthz", description="Kopf's liveness endpoint.")
     peering: str | None = Field(default=None, description="Kopf peering name, so only one of several operator replicas is active.")
+    poll_interval_seconds: float = Field(default=15.0, ge=1, le=3600, description="How often the poller asks Prometheus; each serving is evaluated at its own healthPolicy.intervalSeconds.")
+    prometheus_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    namespace_label: str = Field(default="namespace", description="Metric label that carries the pod's namespace.")
+    serving_label: str = Field(default="serving", description="Metric label that carries the specserve.dev/serving pod label.")
+    role_label: str = Field(default="role", description="Metric label that carries the specserve.dev/role pod label.")
     pod_monitor_api: Literal["auto", "true", "false"] = Field(default="auto", description="Whether the cluster serves monitoring.coreos.com/v1; auto asks the API server.")

@@ -58,7 +58,15 @@ def test_decision_state_is_read_back_from_status():
 
 
 def test_a_variant_removed_from_the_spec_falls_back_to_the_spec():
-    assert controller.decision_state(LADDER, {"activeVariant": "fp4"}).variant is None
+    assert controller.decision_state(LADDER, {"activeVariant": "fp4"}).variant == "int4"
+
+
+def test_a_changed_spec_active_variant_overrides_the_last_decision():
+    status = {"activeVariant": "bf16", "health": {"specActiveVariant": "int4"}}
+    changed = LADDER.model_copy(update={"target": LADDER.target.model_copy(update={"active_variant": "bf16"})})
+    assert controller.decision_state(LADDER, status).variant == "bf16"
+    moved = {"activeVariant": "int4", "health": {"specActiveVariant": "int4"}}
+    assert controller.decision_state(changed, moved).variant == "bf16"
 
 
 def test_fresh_status_means_speculation_on():

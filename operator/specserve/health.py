@@ -1,0 +1,243 @@
+"""The health loop: one Prometheus poller per operator, and the evaluation of one serving against one poll.
+
+The poller is the only part that does I/O; evaluate() turns a poll into a status patch, an event and, when a
+decision is enforced, the state to render - so it can be tested, replayed and benchmarked without a cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+from specserve import api, metrics, policy, render
+from specserve.conditions import condition, merge_conditions
+
+LOG = logging.getLogger("specserve.health")
+MAX_DECISIONS = 20
+EVENT_REASONS = {
+    "disable_speculation": ("Warning", "SpeculationDisabled"),
+    "enable_speculation": ("Normal", "SpeculationReenabled"),
+    "switch_variant": ("Normal", "VariantSwitched"),
+}
+PollResult = metrics.Poll | metrics.MetricsError
+
+
+class Poller:
+    """Polls Prometheus once per interval for every subscribed serving; idle when nobody subscribes.
+
+    Subscribers are the per-object Kopf daemons, which Kopf stops when a peer operator takes over,
+    so only the active operator of several replicas ever queries Prometheus.
+    """
+
+    def __init__(self, query: metrics.Query, labels: metrics.Labels, interval_seconds: float) -> None:
+        self.query, self.labels, self.interval = query, labels, interval_seconds
+        self.subscribers: dict[tuple[str, str], tuple[int, asyncio.Queue[PollResult]]] = {}
+        self.last: metrics.Poll | None = None
+
+    def subscribe(self, namespace: str, name: str, window_seconds: int) -> asyncio.Queue[PollResult]:
+        key = (namespace, name)
+        queue = self.subscribers[key][1] if key in self.subscribers else asyncio.Queue(maxsize=1)
+        self.subscribers[key] = (window_seconds, queue)
+        return queue
+
+    def unsubscribe(self, namespace: str, name: str) -> None:
+        self.subscribers.pop((namespace, name), None)
+
+    async def run(self) -> None:
+        while True:
+            if self.subscribers:
+                await self.cycle()
+            await asyncio.sleep(self.interval)
+
+    async def cycle(self) -> PollResult:
+        windows = {window for window, _ in self.subscribers.values()}
+        result: PollResult
+        try:
+            result = await asyncio.to_thread(metrics.poll, self.query, windows, self.labels)
+            self.last = result
+            LOG.debug("poll: %d queries in %.3fs for %d servings", result.queries, result.seconds, len(self.subscribers))
+        except metrics.MetricsError as error:
+            result = error
+            LOG.warning("poll failed: %s", error)
+        for _, queue in list(self.subscribers.values()):
+            if queue.full():
+                queue.get_nowait()  # a newer poll replaces one not yet evaluated
+            queue.put_nowait(result)
+        return result
+
+
+@dataclass(frozen=True)
+class Outcome:
+    decision: policy.Decision
+    enforced: bool
+    status: dict[str, Any]
+    event: tuple[str, str, str] | None  # type, reason, message
+    render_state: render.DecisionState | None  # set when Deployments must be re-rendered
+
+
+def due(status: dict[str, Any], spec: api.SpeculativeServingSpec, now: float) -> bool:
+    """Whether the serving's own interval has passed since its last evaluation (kept in status)."""
+    last = parse_time(((status.get("health") or {}).get("lastEvaluationTime")))
+    return last is None or now - last >= spec.health_policy.interval_seconds * 0.9
+
+
+def evaluate(body: dict[str, Any], spec: api.SpeculativeServingSpec, result: PollResult, now: float, fitting: frozenset[str] | None = None) -> Outcome:
+    """Decide for one serving; in Observe mode the decision is recorded and announced but not enforced."""
+    meta, status = body["metadata"], body.get("status") or {}
+    hp = spec.health_policy
+    state = state_from_status(spec, status)
+    observation, role = observe(result, hp.window_seconds, meta["namespace"], meta["name"], state.variant)
+    ladder = policy.Ladder(tuple(v.name for v in spec.target.variants), fitting)
+    decision = policy.decide(state, observation, hp, now, ladder)
+    enforced = hp.mode == api.HealthMode.ENFORCE
+    kept = decision.state
+    if decision.changes and not enforced:
+        kept = replace(state, last_action_at=now, consecutive_breaches=0, references=decision.state.references)
+    patch: dict[str, Any] = {
+        "health": health_status(kept, spec, now),
+        "observation": observation_status(observation, role, now),
+        "conditions": _conditions(status, decision, observation, body["metadata"].get("generation")),
+    }
+    record = _record(decision, kept if enforced else decision.state, enforced, now)
+    decisions = list(status.get("decisions") or [])
+    if decision.changes or not decisions or decisions[-1].get("action") != decision.action:
+        patch["decisions"] = (decisions + [record])[-MAX_DECISIONS:]
+    render_state = None
+    if enforced and decision.changes:
+        render_state = render.DecisionState(speculation=kept.speculation, variant=kept.variant)
+        patch["speculation"] = "On" if kept.speculation else "Off"
+        patch["activeVariant"] = kept.variant
+        patch["effectiveNumSpeculativeTokens"] = spec.speculation.num_speculative_tokens if kept.speculation else 0
+    return Outcome(decision, enforced, patch, _event(status, decision, enforced), render_state)
+
+
+def observe(result: PollResult, window: int, namespace: str, name: str, variant: str | None) -> tuple[policy.Observation, metrics.RoleMetrics | None]:
+    if isinstance(result, metrics.MetricsError):
+        return policy.Observation(error=str(result)), None
+    spec_role = result.role(window, namespace, name, render.ROLE_SPECULATIVE)
+    baseline = result.role(window, namespace, name, render.ROLE_BASELINE)
+    if spec_role is None:
+        return policy.Observation(variant=variant, baseline_p99_tpot=baseline.p99_tpot if baseline else None), None
+    return (
+        policy.Observation(
+            acceptance_rate=spec_role.acceptance_rate,
+            draft_tokens=spec_role.draft_tokens,
+            p50_tpot=spec_role.p50_tpot,
+            p99_tpot=spec_role.p99_tpot,
+            baseline_p99_tpot=baseline.p99_tpot if baseline else None,
+            p99_ttft=spec_role.p99_ttft,
+            request_rate=spec_role.request_rate,
+            variant=variant,
+        ),
+        spec_role,
+    )
+
+
+def state_from_status(spec: api.SpeculativeServingSpec, status: dict[str, Any]) -> policy.State:
+    """The policy's state as the last decision left it; a changed spec.target.activeVariant is new intent."""
+    health = status.get("health") or {}
+    speculation = status.get("speculation", "On") != "Off"
+    variant = status.get("activeVariant")
+    declared = [v.name for v in spec.target.variants]
+    intent = spec.target.active_variant or (declared[0] if declared else None)
+    if variant not in declared or (health.get("specActiveVariant") not in (None, intent)):
+        variant = intent
+    return policy.State(
+        speculation=speculation,
+        variant=variant,
+        consecutive_breaches=int(health.get("consecutiveBreaches") or 0),
+        last_action_at=parse_time(health.get("lastActionTime")),
+        disabled_at=parse_time(health.get("disabledTime")),
+        probation_delay=float(health.get("probationSeconds") or spec.health_policy.probation_seconds),
+        on_probation=bool(health.get("onProbation")),
+        references={k: float(v) for k, v in (health.get("references") or {}).items()},
+    )
+
+
+def health_status(state: policy.State, spec: api.SpeculativeServingSpec, now: float) -> dict[str, Any]:
+    return api.HealthStatus(
+        last_evaluation_time=format_time(now),
+        consecutive_breaches=state.consecutive_breaches,
+        last_action_time=format_time(state.last_action_at),
+        disabled_time=format_time(state.disabled_at),
+        probation_seconds=state.probation_delay,
+        on_probation=state.on_probation,
+        references=state.references,
+        spec_active_variant=spec.target.active_variant or (spec.target.variants[0].name if spec.target.variants else None),
+    ).wire()
+
+
+def observation_status(observation: policy.Observation, role: metrics.RoleMetrics | None, now: float) -> dict[str, Any]:
+    positions = role.per_position_acceptance if role else {}
+    return api.Observation(
+        time=format_time(now),
+        acceptance_rate=_round(observation.acceptance_rate),
+        mean_accepted_length=_round(role.mean_accepted_length if role else None),
+        draft_tokens=_round(observation.draft_tokens),
+        p50_tpot_seconds=_round(observation.p50_tpot),
+        p99_tpot_seconds=_round(observation.p99_tpot),
+        baseline_p99_tpot_seconds=_round(observation.baseline_p99_tpot),
+        p50_ttft_seconds=_round(role.p50_ttft if role else None),
+        p99_ttft_seconds=_round(observation.p99_ttft),
+        request_rate=_round(observation.request_rate),
+        requests_running=_round(role.running if role else None),
+        requests_waiting=_round(role.waiting if role else None),
+        kv_cache_usage=_round(role.kv_cache_usage if role else None),
+        per_position_acceptance=[round(positions[p], 4) for p in sorted(positions)][:32],
+    ).wire()
+
+
+def _conditions(status: dict[str, Any], decision: policy.Decision, observation: policy.Observation, generation: int | None) -> list[dict[str, Any]]:
+    if observation.error:
+        available = condition("MetricsAvailable", "False", "PrometheusUnavailable", decision.reason, generation)
+    elif decision.action == "hold":
+        available = condition("MetricsAvailable", "False", "InsufficientData", decision.reason, generation)
+    else:
+        available = condition("MetricsAvailable", "True", "Measured", "Prometheus answered for this serving", generation)
+    if decision.action == "hold":
+        healthy = condition("SpeculationHealthy", "Unknown", "NoData", decision.reason, generation)
+    elif not decision.state.speculation or decision.action == "disable_speculation":
+        healthy = condition("SpeculationHealthy", "False", "SpeculationDisabled", decision.reason, generation)
+    elif decision.action == "keep" and decision.reason.startswith(policy.HEALTHY):
+        healthy = condition("SpeculationHealthy", "True", "Healthy", decision.reason, generation)
+    else:
+        healthy = condition("SpeculationHealthy", "False", "Breaching", decision.reason, generation)
+    return merge_conditions(status.get("conditions") or [], [available, healthy])
+
+
+def _event(status: dict[str, Any], decision: policy.Decision, enforced: bool) -> tuple[str, str, str] | None:
+    if decision.changes:
+        type_, reason = EVENT_REASONS[decision.action]
+        prefix = "" if enforced else "Observe mode, not applied: "
+        return type_, reason, prefix + decision.reason
+    if decision.action == "hold":
+        previous = next((c for c in status.get("conditions") or [] if c.get("type") == "MetricsAvailable"), None)
+        if previous is None or previous.get("status") != "False":
+            return "Warning", "MetricsUnavailable", decision.reason
+    return None
+
+
+def _record(decision: policy.Decision, state: policy.State, enforced: bool, now: float) -> dict[str, Any]:
+    return api.DecisionRecord(
+        time=format_time(now) or "", action=decision.action, reason=decision.reason[:1024],
+        speculation=state.speculation, variant=state.variant, enforced=enforced or not decision.changes,
+    ).wire()
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def format_time(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,148 @@
+"""PromQL over today's vLLM metrics, and the one poll that reads them for every serving at once.
+
+A fixed set of queries grouped by (namespace, serving, role) per distinct window: the cost does not grow with
+the number of SpeculativeServings, and no object name or spec value is ever placed in a query.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from prometheus_api_client import PrometheusConnect
+
+from specserve import vllm
+
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+RoleKey = tuple[str, str, str]  # namespace, serving, role
+
+
+class MetricsError(RuntimeError):
+    """Prometheus could not answer (unreachable, timed out, or a query error)."""
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Metric label names the scrape config gives namespace, serving and role (the PodMonitor's by default)."""
+
+    namespace: str = "namespace"
+    serving: str = "serving"
+    role: str = "role"
+
+    def __post_init__(self) -> None:
+        for name in (self.namespace, self.serving, self.role):
+            if not LABEL_NAME.match(name):
+                raise ValueError(f"{name!r} is not a Prometheus label name")
+
+    @property
+    def group(self) -> str:
+        return f"{self.namespace}, {self.serving}, {self.role}"
+
+
+@dataclass
+class RoleMetrics:
+    """One role (speculative or baseline) of one serving, over one window."""
+
+    acceptance_rate: float | None = None
+    mean_accepted_length: float | None = None
+    draft_tokens: float | None = None
+    per_position_acceptance: dict[int, float] = field(default_factory=dict)
+    p50_tpot: float | None = None
+    p99_tpot: float | None = None
+    p50_ttft: float | None = None
+    p99_ttft: float | None = None
+    request_rate: float | None = None
+    running: float | None = None
+    waiting: float | None = None
+    kv_cache_usage: float | None = None
+
+
+def queries(window_seconds: int, labels: Labels = Labels()) -> dict[str, str]:
+    """Every query of one poll cycle for one window, keyed by the RoleMetrics field it fills."""
+    by, w = labels.group, f"{int(window_seconds)}s"
+
+    def rate(metric: str, extra: str = "") -> str:
+        return f"sum by ({by}{extra}) (rate({metric}[{w}]))"
+
+    def quantile(q: float, histogram: str) -> str:
+        return f"histogram_quantile({q}, sum by (le, {by}) (rate({histogram}_bucket[{w}])))"
+
+    return {
+        "acceptance_rate": f"{rate(vllm.SPEC_ACCEPTED_TOKENS)} / {rate(vllm.SPEC_DRAFT_TOKENS)}",
+        "mean_accepted_length": f"1 + {rate(vllm.SPEC_ACCEPTED_TOKENS)} / {rate(vllm.SPEC_DRAFTS)}",
+        "draft_tokens": f"sum by ({by}) (increase({vllm.SPEC_DRAFT_TOKENS}[{w}]))",
+        "per_position_acceptance": f"{rate(vllm.SPEC_ACCEPTED_PER_POS, ', position')} / ignoring(position) group_left {rate(vllm.SPEC_DRAFTS)}",
+        "p50_tpot": quantile(0.5, vllm.TPOT_HISTOGRAM),
+        "p99_tpot": quantile(0.99, vllm.TPOT_HISTOGRAM),
+        "p50_ttft": quantile(0.5, vllm.TTFT_HISTOGRAM),
+        "p99_ttft": quantile(0.99, vllm.TTFT_HISTOGRAM),
+        "request_rate": rate(vllm.REQUEST_SUCCESS),
+        "running": f"sum by ({by}) ({vllm.REQUESTS_RUNNING})",
+        "waiting": f"sum by ({by}) ({vllm.REQUESTS_WAITING})",
+        "kv_cache_usage": f"avg by ({by}) ({vllm.KV_CACHE_USAGE})",
+    }
+
+
+Query = Callable[[str], list[dict[str, Any]]]
+
+
+def prometheus_query(url: str, timeout_seconds: float = 10.0) -> Query:
+    """A query function over prometheus-api-client's instant-query API."""
+    client = PrometheusConnect(url=url, disable_ssl=not url.startswith("https"), timeout=int(timeout_seconds))
+    return lambda promql: client.custom_query(promql)
+
+
+@dataclass
+class Poll:
+    """What one cycle learned: metrics per (namespace, serving, role) per window, and what it cost."""
+
+    by_window: dict[int, dict[RoleKey, RoleMetrics]]
+    queries: int
+    seconds: float
+
+    def role(self, window: int, namespace: str, serving: str, role: str) -> RoleMetrics | None:
+        return self.by_window.get(window, {}).get((namespace, serving, role))
+
+
+def poll(query: Query, windows: set[int], labels: Labels = Labels()) -> Poll:
+    """Run the fixed query set for each distinct window; any failure is a MetricsError (never partial data)."""
+    started = time.monotonic()
+    by_window: dict[int, dict[RoleKey, RoleMetrics]] = {}
+    count = 0
+    for window in sorted(windows):
+        table: dict[RoleKey, RoleMetrics] = {}
+        for name, promql in queries(window, labels).items():
+            count += 1
+            try:
+                samples = query(promql)
+            except Exception as error:  # noqa: BLE001 - the client raises requests, urllib3 and its own errors
+                raise MetricsError(f"{type(error).__name__}: {error}") from error
+            _fill(table, name, samples, labels)
+        by_window[window] = table
+    return Poll(by_window, count, time.monotonic() - started)
+
+
+def _fill(table: dict[RoleKey, RoleMetrics], name: str, samples: list[dict[str, Any]], labels: Labels) -> None:
+    for sample in samples:
+        metric = sample.get("metric", {})
+        key = (metric.get(labels.namespace, ""), metric.get(labels.serving, ""), metric.get(labels.role, ""))
+        if not key[1]:
+            continue  # a series without the serving label is not ours to judge
+        value = _number(sample.get("value", [None, "NaN"])[1])
+        role = table.setdefault(key, RoleMetrics())
+        if name == "per_position_acceptance":
+            if value is not None and "position" in metric:
+                role.per_position_acceptance[int(metric["position"])] = value
+        else:
+            setattr(role, name, value)
+
+
+def _number(text: Any) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) or math.isinf(value) else value
