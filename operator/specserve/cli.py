@@ -6,6 +6,7 @@ Each sub-command is a thin wrapper; the work happens in crd.py, render.py and co
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     rend.add_argument("file", type=Path, help="YAML file with one or more SpeculativeServing documents ('-' for stdin)")
     rend.add_argument("--pod-monitor-api", action="store_true", help="render as for a cluster that serves monitoring.coreos.com/v1")
     rend.set_defaults(func=_render)
+
+    rep = sub.add_parser("replay", help="replay exported observations through a SpeculativeServing's health policy")
+    rep.add_argument("file", type=Path, help="YAML file with one SpeculativeServing")
+    rep.add_argument("--observations", type=Path, required=True, help="JSON Lines, one observation per policy interval ('-' for stdin)")
+    rep.set_defaults(func=_replay)
     return parser
 
 
@@ -55,6 +61,24 @@ def _run(args: argparse.Namespace) -> int:
     from specserve import controller  # imported here so `crd` and `render` need no Kopf start-up
 
     controller.run(settings)
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from specserve import replay
+
+    try:
+        serving = api.SpeculativeServing.model_validate(yaml.safe_load(args.file.read_text()))
+    except pydantic.ValidationError as error:
+        print(f"{args.file}: {api.describe_error(error)}", file=sys.stderr)
+        return 2
+    lines = sys.stdin if str(args.observations) == "-" else args.observations.open()
+    try:
+        for decision in replay.replay(serving.spec, lines):
+            print(json.dumps(decision), flush=True)
+    except replay.ReplayError as error:
+        print(f"{args.observations}: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

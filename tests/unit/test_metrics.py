@@ -1,0 +1,63 @@
+"""PromQL and the batched poll: constant query count, label settings, parsing Prometheus answers."""
+
+import pytest
+
+from specserve import metrics
+
+
+def test_query_count_is_fixed_per_window():
+    assert len(metrics.queries(300)) == 12
+
+
+def test_queries_group_by_the_configured_labels_and_never_name_an_object():
+    labels = metrics.Labels("kube_namespace", "app_serving", "app_role")
+    for promql in metrics.queries(120, labels).values():
+        assert "kube_namespace, app_serving, app_role" in promql
+        assert "[120s]" in promql or "vllm:num_requests" in promql or "kv_cache" in promql
+
+
+def test_acceptance_is_accepted_over_draft_tokens():
+    q = metrics.queries(300)["acceptance_rate"]
+    assert q.index("vllm:spec_decode_num_accepted_tokens_total") < q.index("/") < q.index("vllm:spec_decode_num_draft_tokens_total")
+
+
+def test_p99_tpot_uses_the_per_request_histogram():
+    assert metrics.queries(300)["p99_tpot"].startswith("histogram_quantile(0.99, sum by (le, namespace, serving, role) (rate(vllm:request_time_per_output_token_seconds_bucket[300s])))")
+
+
+def test_label_names_are_validated():
+    with pytest.raises(ValueError, match="not a Prometheus label name"):
+        metrics.Labels(serving='serving"} or vector(1) #')
+
+
+def sample(value, **labels):
+    return {"metric": {"namespace": "llm", "serving": "a", "role": "speculative", **labels}, "value": [0, str(value)]}
+
+
+def test_poll_fills_each_role_and_skips_foreign_series():
+    answers = {
+        "acceptance_rate": [sample(0.7), {"metric": {"job": "other"}, "value": [0, "0.1"]}],
+        "per_position_acceptance": [sample(0.8, position="0"), sample(0.5, position="1")],
+        "p99_tpot": [sample("NaN"), sample(0.05, role="baseline")],
+    }
+    by_query = {q: answers.get(name, []) for name, q in metrics.queries(60).items()}
+    result = metrics.poll(lambda q: by_query[q], {60})
+    speculative = result.role(60, "llm", "a", "speculative")
+    assert speculative.acceptance_rate == 0.7 and speculative.per_position_acceptance == {0: 0.8, 1: 0.5}
+    assert speculative.p99_tpot is None
+    assert result.role(60, "llm", "a", "baseline").p99_tpot == 0.05
+    assert result.queries == 12
+
+
+def test_one_query_set_per_distinct_window():
+    seen = []
+    metrics.poll(lambda q: seen.append(q) or [], {60, 300, 60})
+    assert len(seen) == 24
+
+
+def test_any_failure_is_a_metrics_error():
+    def broken(_):
+        raise ConnectionError("refused")
+
+    with pytest.raises(metrics.MetricsError, match="ConnectionError: refused"):
+        metrics.poll(broken, {60})
