@@ -1,0 +1,105 @@
+"""Runs the real `prometheus` binary on loopback for tests and benchmarks, scraping given targets.
+
+Targets carry namespace/serving/role labels the way the documented plain-Prometheus relabel rules produce them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require(binary: str) -> str:
+    """The binary's path; fails loudly under CI=true, skips with a visible reason elsewhere."""
+    path = shutil.which(binary)
+    if path:
+        return path
+    message = f"`{binary}` is not installed (Debian package prometheus); scripts/setup.sh installs it"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@dataclass
+class Target:
+    address: str
+    labels: dict[str, str]
+
+
+class Prometheus:
+    def __init__(self, workdir: Path, targets: list[Target], scrape_interval: str = "1s") -> None:
+        self.binary = require("prometheus")
+        self.workdir, self.targets, self.scrape_interval = workdir, targets, scrape_interval
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "prometheus.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def config(self) -> dict:
+        return {
+            "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
+            "scrape_configs": [
+                {"job_name": "vllm", "honor_labels": True, "static_configs": [{"targets": [t.address], "labels": t.labels} for t in self.targets]}
+            ],
+        }
+
+    def start(self) -> "Prometheus":
+        config = self.workdir / "prometheus.yml"
+        config.write_text(yaml.safe_dump(self.config()))
+        self.process = subprocess.Popen(
+            [self.binary, f"--config.file={config}", f"--storage.tsdb.path={self.workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"prometheus exited: {self.log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        raise RuntimeError("prometheus did not become ready within 30s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+        self.process = None
+
+    def query(self, promql: str) -> list[dict]:
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.load(response)["data"]["result"]
+
+    def wait_for(self, promql: str, timeout: float = 60) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = self.query(promql)
+            if result:
+                return result
+            time.sleep(0.5)
+        raise AssertionError(f"no data for {promql} within {timeout}s")
+
+
