@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=["plain", "json"], help="log format (SPECSERVE_LOG_FORMAT)")
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (SPECSERVE_LOG_LEVEL)")
     run.add_argument("--liveness", dest="liveness_endpoint", help="liveness endpoint URL (SPECSERVE_LIVENESS_ENDPOINT)")
+    run.add_argument("--poll-interval", dest="poll_interval_seconds", type=float, help="seconds between Prometheus polls (SPECSERVE_POLL_INTERVAL_SECONDS)")
     run.add_argument("--peering", help="Kopf peering name for several operator replicas (SPECSERVE_PEERING)")
     run.set_defaults(func=_run)
 
@@ -50,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("file", type=Path, help="YAML file with one SpeculativeServing")
     rep.add_argument("--observations", type=Path, required=True, help="JSON Lines, one observation per policy interval ('-' for stdin)")
     rep.set_defaults(func=_replay)
+
+    plan_cmd = sub.add_parser("plan", help="print the GPU memory budget of a SpeculativeServing file, per target variant; exit 1 when the active variant does not fit")
+    plan_cmd.add_argument("file", type=Path, help="YAML file with one or more SpeculativeServing documents ('-' for stdin)")
+    plan_cmd.add_argument("-o", "--output", choices=["table", "json"], default="table", help="table (default) or json: one JSON object per document, one per line")
+    plan_cmd.set_defaults(func=_plan)
     return parser
 
 
@@ -80,6 +86,26 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"{args.observations}: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from specserve import plan_report, planner
+
+    text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text()
+    all_fit = True
+    for number, document in enumerate(d for d in yaml.safe_load_all(text) if d):
+        try:
+            serving = api.SpeculativeServing.model_validate(document)
+        except pydantic.ValidationError as error:
+            print(f"{args.file}: document {number + 1}: {api.describe_error(error)}", file=sys.stderr)
+            return 2
+        budget = planner.plan(serving.spec)
+        all_fit = all_fit and budget.active.fits
+        if args.output == "json":
+            print(json.dumps(budget.to_json()))
+        else:
+            sys.stdout.write(plan_report.report(serving.metadata.get("name", f"document {number + 1}"), budget))
+    return 0 if all_fit else 1
 
 
 def _crd(_: argparse.Namespace) -> int:
