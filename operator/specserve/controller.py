@@ -6,6 +6,7 @@ The operator never writes spec. Bad input becomes a condition and one Warning ev
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any
@@ -116,8 +117,6 @@ def _reject(body: dict[str, Any], status: dict[str, Any], status_patch: Any, rea
 
 
 def _api_message(error: ApiException) -> str:
-    import json
-
     try:
         return str(json.loads(error.body).get("message", error.reason))
     except (TypeError, ValueError, AttributeError):

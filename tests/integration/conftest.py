@@ -75,11 +75,11 @@ def quick_settings() -> kopf.OperatorSettings:
 
 
 @contextlib.asynccontextmanager
-async def running_operator(kube: SpecServeEmulator) -> AsyncIterator[None]:
+async def running_operator(kube: SpecServeEmulator, settings: OperatorSettings | None = None) -> AsyncIterator[None]:
     """kopf.operator() in its own thread: in pytest's loop it would cancel kmock's server tasks on exit."""
     stop_flag, ready_flag = threading.Event(), threading.Event()
     errors: list[BaseException] = []
-    memo = kopf.Memo(settings=OperatorSettings(namespaces=[NAMESPACE], pod_monitor_api="auto"))
+    memo = kopf.Memo(settings=settings or OperatorSettings(namespaces=[NAMESPACE], pod_monitor_api="auto", prometheus_url="http://127.0.0.1:9"))
 
     def target() -> None:
         try:
