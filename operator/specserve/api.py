@@ -93,11 +93,24 @@ class PodMonitorMode(StrEnum):
 # ---------------------------------------------------------------- target model
 
 
+class ModelArchitecture(Model):
+    parameters_billions: float | None = Field(default=None, gt=0, le=10000, description="Parameters in billions, every expert included for MoE models.")
+    layers: int | None = Field(default=None, ge=1, le=1024, description="Attention layers that keep a KV cache (an EAGLE head or MTP module: its own layers).")
+    kv_heads: int | None = Field(default=None, ge=1, le=1024, description="Key/value attention heads per layer.")
+    head_dim: int | None = Field(default=None, ge=1, le=4096, description="Size of one attention head.")
+    max_context: int | None = Field(default=None, ge=1, le=10_000_000, description="Longest context the model supports, in tokens.")
+    tokenizer_family: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64, description="Tokenizer family, e.g. llama-3, qwen2; draft and target should share it.")
+
+
+ARCHITECTURE_DESCRIPTION = "Architecture for the memory planner, for models its catalog lacks; each field set here overrides the catalog."
+
+
 class Variant(Model):
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=32, description="Variant name, e.g. int4, int8, bf16.")
     model: str = Field(pattern=MODEL_REF_PATTERN, max_length=256, description="Checkpoint of this variant: HF id, hf://, pvc://claim/path or an absolute path.")
     quantization: str | None = Field(default=None, pattern=r"^[a-z0-9_-]+$", max_length=32, description="vLLM --quantization for this checkpoint (fp8, awq_marlin, gptq_marlin, compressed-tensors, ...). Omit for auto-detection or unquantized weights.")
     revision: str | None = Field(default=None, max_length=128, description="Revision (branch, tag or commit) of this checkpoint.")
+    architecture: ModelArchitecture | None = Field(default=None, description=ARCHITECTURE_DESCRIPTION)
 
 
 def _variant_names_unique(target: "TargetModel") -> bool:
@@ -121,6 +134,7 @@ class TargetModel(Model):
     quantization: str | None = Field(default=None, pattern=r"^[a-z0-9_-]+$", max_length=32, description="vLLM --quantization of the target when no variants are declared.")
     variants: list[Variant] = Field(default_factory=list, max_length=8, description="Precision ladder of the target, lowest memory first. The health loop steps up one rung when quantization costs acceptance.", json_schema_extra={"default": [], "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})
     active_variant: str | None = Field(default=None, max_length=32, description="Variant that starts active; defaults to the first (lowest-memory) variant.")
+    architecture: ModelArchitecture | None = Field(default=None, description=ARCHITECTURE_DESCRIPTION)
 
 
 # ---------------------------------------------------------------- GPUs
@@ -140,6 +154,7 @@ class DraftModel(Model):
     revision: str | None = Field(default=None, max_length=128)
     quantization: str | None = Field(default=None, pattern=r"^[a-z0-9_-]+$", max_length=32, description="Quantization of the draft checkpoint; prefer pre-quantized checkpoints.")
     tensor_parallel_size: int | None = Field(default=None, ge=1, le=16, description="Draft tensor parallel size: 1 or the target's GPU count.")
+    architecture: ModelArchitecture | None = Field(default=None, description=ARCHITECTURE_DESCRIPTION)
 
 
 class NgramSettings(Model):
@@ -275,15 +290,18 @@ class Monitoring(Model):
 
 
 def _draft_tp_matches(spec: "SpeculativeServingSpec") -> bool:
-    draft = spec.speculation.draft
-    return draft is None or draft.tensor_parallel_size is None or draft.tensor_parallel_size in (1, spec.gpu.count)
+    draft, method = spec.speculation.draft, spec.speculation.method
+    if draft is None or draft.tensor_parallel_size is None or draft.tensor_parallel_size == spec.gpu.count:
+        return True
+    return method != SpeculationMethod.DRAFT_MODEL and draft.tensor_parallel_size == 1
 
 
 class SpeculativeServingSpec(Model):
     rules = (
         Rule(
-            "!has(self.speculation.draft) || !has(self.speculation.draft.tensorParallelSize) || self.speculation.draft.tensorParallelSize == 1 || self.speculation.draft.tensorParallelSize == self.gpu.count",
-            "speculation.draft.tensorParallelSize must be 1 or equal to gpu.count",
+            "!has(self.speculation.draft) || !has(self.speculation.draft.tensorParallelSize) || self.speculation.draft.tensorParallelSize == self.gpu.count"
+            " || (self.speculation.method != 'draft_model' && self.speculation.draft.tensorParallelSize == 1)",
+            "speculation.draft.tensorParallelSize must equal gpu.count for draft_model (vLLM requires the same tensor parallel size), and be 1 or gpu.count for other methods",
             _draft_tp_matches,
         ),
     )

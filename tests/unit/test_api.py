@@ -78,11 +78,15 @@ def test_active_variant_must_be_declared():
         spec(target={"model": "a/b", "variants": [{"name": "int8", "model": "a/b"}], "activeVariant": "bf16"})
 
 
-def test_draft_tensor_parallel_size_is_one_or_the_targets():
-    draft = {"model": "org/draft", "tensorParallelSize": 2}
-    with pytest.raises(pydantic.ValidationError, match="tensorParallelSize must be 1 or equal"):
-        spec(gpu={"count": 4}, speculation={"method": "draft_model", "draft": draft})
-    assert spec(gpu={"count": 2}, speculation={"method": "draft_model", "draft": draft})
+def test_draft_model_tensor_parallel_size_must_match_the_targets():
+    draft = {"model": "org/draft", "tensorParallelSize": 1}
+    with pytest.raises(pydantic.ValidationError, match="tensorParallelSize must equal gpu.count for draft_model"):
+        spec(gpu={"count": 2}, speculation={"method": "draft_model", "draft": draft})
+    assert spec(gpu={"count": 2}, speculation={"method": "draft_model", "draft": {**draft, "tensorParallelSize": 2}})
+
+
+def test_eagle_head_may_run_on_one_gpu():
+    assert spec(gpu={"count": 4}, speculation={"method": "eagle3", "draft": {"model": "org/head", "tensorParallelSize": 1}})
 
 
 def test_gpus_cannot_be_requested_through_engine_resources():
