@@ -15,7 +15,7 @@ import kopf
 import pydantic
 from kubernetes.client.exceptions import ApiException
 
-from specserve import api, health, kube, metrics, render
+from specserve import api, health, kube, metrics, planner, render
 from specserve.conditions import condition, find as _find_condition, merge_conditions
 from specserve.settings import OperatorSettings
 
@@ -86,6 +86,12 @@ async def reconcile(body: dict[str, Any], status_patch: Any, memo: kopf.Memo, lo
         reason = getattr(error, "reason", "InvalidSpec")
         _reject(body, status, status_patch, reason, f"{api.describe_error(error, prefix='spec.')}; the previous objects keep serving")
         return
+    budget = planner.verdict(planner.plan(spec, speculation=state.speculation))
+    memory = condition("MemoryBudget", budget.status, budget.reason, budget.message, generation)
+    if budget.blocking:
+        _reject(body, status, status_patch, "MemoryBudgetExceeded", f"{budget.message}; nothing applied, the previous objects keep serving", [memory])
+        return
+    _announce_budget(body, status, memory)
     client: kube.Kube = memo["kube"]
     try:
         for obj in objects:
@@ -99,21 +105,29 @@ async def reconcile(body: dict[str, Any], status_patch: Any, memo: kopf.Memo, lo
     deployments = await client.list(kube.DEPLOYMENTS, meta["namespace"], {render.SERVING_LABEL: meta["name"], **MANAGED})
     accepted = condition("Accepted", "True", "Applied", f"{len(objects)} objects applied with server-side apply", generation)
     new_status = serving_status(status, deployments, generation, accepted, state, spec)
+    new_status["conditions"] = merge_conditions(new_status["conditions"], [memory])
     status_patch.update(new_status)
     if status.get("observedGeneration") != generation or (_find_condition(status, "Accepted") or {}).get("status") != "True":
         kopf.event(body, type="Normal", reason="Applied", message=f"applied {', '.join(_describe(o) for o in objects)}")
     logger.info("reconciled generation %s: %s", generation, new_status["phase"])
 
 
-def _reject(body: dict[str, Any], status: dict[str, Any], status_patch: Any, reason: str, message: str) -> None:
+def _reject(body: dict[str, Any], status: dict[str, Any], status_patch: Any, reason: str, message: str, extra: list[dict[str, Any]] | None = None) -> None:
     """Record a problem only the operator can see: a condition, and one Warning event per distinct problem."""
     generation = body["metadata"].get("generation")
     previous = _find_condition(status, "Accepted") or {}
     accepted = condition("Accepted", "False", reason, message, generation)
-    conditions = merge_conditions(status.get("conditions", []), [accepted])
+    conditions = merge_conditions(status.get("conditions", []), [accepted, *(extra or [])])
     status_patch.update({"observedGeneration": generation, "phase": "Invalid", "conditions": conditions})
     if (previous.get("reason"), previous.get("message"), previous.get("observedGeneration")) != (reason, message, generation):
         kopf.event(body, type="Warning", reason=reason, message=message[:1024])
+
+
+def _announce_budget(body: dict[str, Any], status: dict[str, Any], memory: dict[str, Any]) -> None:
+    """One Warning event per distinct memory-budget warning or doubt."""
+    previous = _find_condition(status, "MemoryBudget") or {}
+    if memory["reason"] in ("FitsWithWarnings", "CannotJudge") and (previous.get("reason"), previous.get("message")) != (memory["reason"], memory["message"]):
+        kopf.event(body, type="Warning", reason=f"MemoryBudget{memory['reason']}", message=memory["message"][:1024])
 
 
 def _api_message(error: ApiException) -> str:
@@ -183,7 +197,8 @@ async def act_on_health(body: dict[str, Any], spec: api.SpeculativeServingSpec, 
     """Record the decision in status first, then re-render: a restart in between resumes from status."""
     meta = body["metadata"]
     client: kube.Kube = memo["kube"]
-    outcome = health.evaluate(body, spec, result, time.time())
+    fitting = frozenset(planner.fitting_variants(spec)) if spec.target.variants else None
+    outcome = health.evaluate(body, spec, result, time.time(), fitting)
     await client.patch_serving_status(meta["namespace"], meta["name"], outcome.status)
     if outcome.event is not None:
         type_, reason, message = outcome.event

@@ -444,3 +444,33 @@ def _judge_pairing(target: _Weights, proposer: _Proposer, notes: _Notes) -> None
     trained_for = draft.architecture.trained_for
     if proposer.method in METHODS_WITH_HEADS and trained_for and catalog.model_architectures().get(trained_for) and trained_for != target.architecture.name:
         notes.warnings.append(f"the {proposer.method} head {draft.model!r} was trained for {trained_for}, the target is {target.architecture.name}")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The MemoryBudget condition for the active variant, and whether nothing may be applied."""
+
+    status: str  # "True", "False" or "Unknown"
+    reason: str
+    message: str
+    blocking: bool
+
+
+def verdict(budget: Plan) -> Verdict:
+    active = budget.active
+    judged = None not in (active.usable_vram_gib, active.target_weights_gib, active.kv_cache_gib, active.max_concurrent_sequences)
+    summary = _summary(active) if judged else ""
+    if active.errors and judged:
+        return Verdict("False", "DoesNotFit", "; ".join(active.errors) + summary, blocking=True)
+    if active.errors:
+        return Verdict("Unknown", "CannotJudge", "; ".join(active.errors), blocking=False)
+    if active.warnings:
+        return Verdict("True", "FitsWithWarnings", "; ".join(active.warnings) + summary, blocking=False)
+    return Verdict("True", "Fits", summary.lstrip("; "), blocking=False)
+
+
+def _summary(active: VariantPlan) -> str:
+    return (
+        f"; weights {active.target_weights_gib or 0:.1f} GiB target + {active.draft_weights_gib or 0:.1f} GiB draft of {active.usable_vram_gib:.1f} GiB usable,"
+        f" KV cache {active.kv_cache_gib:.1f} GiB = {active.max_concurrent_sequences} sequences at {active.max_model_len} tokens"
+    )

@@ -130,3 +130,29 @@ async def test_available_deployment_makes_the_serving_ready(kube, operator):
     ready = await eventually(lambda: (c := condition(kube, "iota", "Ready")) and c["status"] == "True" and c)
     assert "iota: 1/1 available" in ready["message"]
     assert live(kube, SERVINGS, "iota")["status"]["phase"] == "Ready"
+
+
+TOO_BIG = {
+    "target": {"model": "meta-llama/Llama-3.1-70B-Instruct"},
+    "gpu": {"count": 2, "product": "H100-80GB"},
+    "speculation": {"method": "draft_model", "draft": {"model": "meta-llama/Llama-3.1-8B-Instruct"}},
+    "engine": {"maxModelLen": 16384},
+}
+
+
+async def test_a_serving_that_does_not_fit_is_not_applied(kube, operator):
+    await create(kube, "kappa", **TOO_BIG)
+    rejected = await eventually(lambda: (c := condition(kube, "kappa", "Accepted")) and c["status"] == "False" and c)
+    assert rejected["reason"] == "MemoryBudgetExceeded"
+    memory = condition(kube, "kappa", "MemoryBudget")
+    assert (memory["status"], memory["reason"]) == ("False", "DoesNotFit") and "GiB" in memory["message"]
+    assert live(kube, DEPLOYMENTS, "kappa") is None
+
+
+async def test_a_fitting_serving_reports_its_budget(kube, operator):
+    fits = {**TOO_BIG, "target": {"model": "neuralmagic/Meta-Llama-3.1-70B-Instruct-FP8", "quantization": "fp8"}}
+    fits["speculation"] = {"method": "draft_model", "draft": {"model": "meta-llama/Llama-3.1-8B-Instruct", "tensorParallelSize": 2}}
+    await create(kube, "lambda", **fits)
+    memory = await eventually(lambda: condition(kube, "lambda", "MemoryBudget"))
+    assert memory["status"] == "True" and "sequences at 16384 tokens" in memory["message"]
+    assert live(kube, DEPLOYMENTS, "lambda") is not None
