@@ -19,6 +19,9 @@ from specserve.settings import OperatorSettings
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["simulate"]:  # everything after it is a `vllm serve` command line, not ours to parse
+        return _simulate(arguments[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     return args.func(args)
@@ -35,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=["plain", "json"], help="log format (SPECSERVE_LOG_FORMAT)")
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (SPECSERVE_LOG_LEVEL)")
     run.add_argument("--liveness", dest="liveness_endpoint", help="liveness endpoint URL (SPECSERVE_LIVENESS_ENDPOINT)")
+    run.add_argument("--metrics-port", dest="metrics_port", type=int, help="port of the operator's own /metrics, 0 for none (SPECSERVE_METRICS_PORT)")
     run.add_argument("--poll-interval", dest="poll_interval_seconds", type=float, help="seconds between Prometheus polls (SPECSERVE_POLL_INTERVAL_SECONDS)")
     run.add_argument("--peering", help="Kopf peering name for several operator replicas (SPECSERVE_PEERING)")
     run.set_defaults(func=_run)
@@ -56,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     plan_cmd.add_argument("file", type=Path, help="YAML file with one or more SpeculativeServing documents ('-' for stdin)")
     plan_cmd.add_argument("-o", "--output", choices=["table", "json"], default="table", help="table (default) or json: one JSON object per document, one per line")
     plan_cmd.set_defaults(func=_plan)
+
+    sub.add_parser("simulate", add_help=False, help="run the vLLM simulator: specserve simulate MODEL [vllm serve args] [--sim-* options]")
     return parser
 
 
@@ -131,6 +137,12 @@ def render_document(document: dict[str, Any], options: render.RenderOptions) -> 
     meta = serving.metadata
     owner = render.Owner(name=meta["name"], namespace=meta.get("namespace", "default"), uid=meta.get("uid", ""))
     return render.render(owner, serving.spec, render.DecisionState(), options)
+
+
+def _simulate(arguments: list[str]) -> int:
+    from specserve import simulator  # imported here so other commands need no aiohttp
+
+    return simulator.main(arguments, prog="specserve simulate")
 
 
 if __name__ == "__main__":

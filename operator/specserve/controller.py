@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from specserve import api, health, kube, metrics, planner, render
 from specserve.conditions import condition, find as _find_condition, merge_conditions
 from specserve.settings import OperatorSettings
+from specserve.telemetry import TELEMETRY
 
 LOG = logging.getLogger("specserve")
 MANAGED = {render.MANAGED_BY_LABEL: render.MANAGER}
@@ -46,14 +47,19 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
         query = metrics.prometheus_query(operator_settings.prometheus_url, operator_settings.prometheus_timeout_seconds)
         memo["poller"] = health.Poller(query, labels, operator_settings.poll_interval_seconds)
     memo["poller_task"] = asyncio.create_task(memo["poller"].run(), name="specserve-poller")
+    if operator_settings.metrics_port:
+        memo["metrics_server"], _ = TELEMETRY.serve(operator_settings.metrics_port)
 
 
 @kopf.on.cleanup()
-async def stop_poller(memo: kopf.Memo, **_: Any) -> None:
+async def stop_background(memo: kopf.Memo, **_: Any) -> None:
     task = memo.get("poller_task")
     if task is not None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+    server = memo.get("metrics_server")
+    if server is not None:
+        server.shutdown()
 
 
 async def _pod_monitor_api(client: kube.Kube, settings: OperatorSettings) -> bool:
@@ -72,7 +78,22 @@ async def _pod_monitor_api(client: kube.Kube, settings: OperatorSettings) -> boo
 @kopf.on.create(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.update(api.GROUP, api.VERSION, api.PLURAL)
 async def reconcile_serving(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    await reconcile(dict(body), patch.status, memo, logger)
+    started = time.perf_counter()
+    try:
+        await reconcile(dict(body), patch.status, memo, logger)
+    except kopf.TemporaryError:
+        TELEMETRY.record_reconcile("error", time.perf_counter() - started, reason="ApiError")
+        raise
+    rejected = patch.status.get("phase") == "Invalid"
+    reason = next((c["reason"] for c in patch.status.get("conditions", []) if c["type"] == "Accepted"), None) if rejected else None
+    TELEMETRY.record_reconcile("rejected" if rejected else "applied", time.perf_counter() - started, reason=reason)
+    speculation = patch.status.get("speculation", (body.get("status") or {}).get("speculation", "On"))
+    TELEMETRY.set_serving(body["metadata"]["namespace"], body["metadata"]["name"], phase=patch.status.get("phase"), speculation=speculation != "Off")
+
+
+@kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL, optional=True)
+async def forget_serving(namespace: str, name: str, **_: Any) -> None:
+    TELEMETRY.forget_serving(namespace, name)
 
 
 async def reconcile(body: dict[str, Any], status_patch: Any, memo: kopf.Memo, logger: kopf.Logger) -> None:
@@ -199,6 +220,10 @@ async def act_on_health(body: dict[str, Any], spec: api.SpeculativeServingSpec, 
     client: kube.Kube = memo["kube"]
     fitting = frozenset(planner.fitting_variants(spec)) if spec.target.variants else None
     outcome = health.evaluate(body, spec, result, time.time(), fitting)
+    TELEMETRY.record_decision(meta["namespace"], meta["name"], outcome.decision.action)
+    available = next((c["status"] == "True" for c in outcome.status["conditions"] if c["type"] == "MetricsAvailable"), None)
+    effective = outcome.status.get("speculation", (body.get("status") or {}).get("speculation", "On"))
+    TELEMETRY.set_serving(meta["namespace"], meta["name"], speculation=effective != "Off", metrics_available=available)
     await client.patch_serving_status(meta["namespace"], meta["name"], outcome.status)
     if outcome.event is not None:
         type_, reason, message = outcome.event
@@ -260,6 +285,7 @@ async def refresh_availability(client: kube.Kube, serving: dict[str, Any], spec:
     new_status = serving_status(status, deployments, status.get("observedGeneration"), None, state, spec)
     if _status_changed(status, new_status):
         await client.patch_serving_status(meta["namespace"], meta["name"], new_status)
+        TELEMETRY.set_serving(meta["namespace"], meta["name"], phase=new_status["phase"])
 
 
 def _status_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 
 from specserve import api, metrics, policy, render
 from specserve.conditions import condition, merge_conditions
+from specserve.telemetry import TELEMETRY
 
 LOG = logging.getLogger("specserve.health")
 MAX_DECISIONS = 20
@@ -56,11 +57,13 @@ class Poller:
         windows = {window for window, _ in self.subscribers.values()}
         result: PollResult
         try:
-            result = await asyncio.to_thread(metrics.poll, self.query, windows, self.labels)
+            with TELEMETRY.time_poll():
+                result = await asyncio.to_thread(metrics.poll, self.query, windows, self.labels)
             self.last = result
             LOG.debug("poll: %d queries in %.3fs for %d servings", result.queries, result.seconds, len(self.subscribers))
         except metrics.MetricsError as error:
             result = error
+            TELEMETRY.record_prometheus_error()
             LOG.warning("poll failed: %s", error)
         for _, queue in list(self.subscribers.values()):
             if queue.full():

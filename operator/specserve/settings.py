@@ -18,6 +18,7 @@ class OperatorSettings(BaseSettings):
     prometheus_url: str = Field(default="http://prometheus-operated.monitoring.svc:9090", description="Default Prometheus for the health loop.")
     log_format: Literal["plain", "json"] = "plain"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_port: int = Field(default=8081, ge=0, le=65535, description="Port of the operator's own /metrics; 0 turns it off.")
     liveness_endpoint: str = Field(default="http://0.0.0.0:8080/healthz", description="Kopf's liveness endpoint.")
     peering: str | None = Field(default=None, description="Kopf peering name, so only one of several operator replicas is active.")
     poll_interval_seconds: float = Field(default=15.0, ge=1, le=3600, description="How often the poller asks Prometheus; each serving is evaluated at its own healthPolicy.intervalSeconds.")

@@ -79,7 +79,7 @@ async def running_operator(kube: SpecServeEmulator, settings: OperatorSettings |
     """kopf.operator() in its own thread: in pytest's loop it would cancel kmock's server tasks on exit."""
     stop_flag, ready_flag = threading.Event(), threading.Event()
     errors: list[BaseException] = []
-    memo = kopf.Memo(settings=settings or OperatorSettings(namespaces=[NAMESPACE], pod_monitor_api="auto", prometheus_url="http://127.0.0.1:9"))
+    memo = kopf.Memo(settings=settings or OperatorSettings(namespaces=[NAMESPACE], pod_monitor_api="auto", prometheus_url="http://127.0.0.1:9", metrics_port=0))
 
     def target() -> None:
         try:

@@ -156,3 +156,16 @@ async def test_a_fitting_serving_reports_its_budget(kube, operator):
     memory = await eventually(lambda: condition(kube, "lambda", "MemoryBudget"))
     assert memory["status"] == "True" and "sequences at 16384 tokens" in memory["message"]
     assert live(kube, DEPLOYMENTS, "lambda") is not None
+
+
+async def test_reconciles_and_rejections_are_counted_in_the_operators_metrics(kube, operator):
+    from specserve.telemetry import TELEMETRY
+
+    def count(result):
+        return TELEMETRY.registry.get_sample_value("specserve_reconciles_total", {"result": result}) or 0
+
+    applied, rejected = count("applied"), count("rejected")
+    await create(kube, "mu")
+    await create(kube, "nu", gpu={"product": "Z100"})
+    await eventually(lambda: count("applied") > applied and count("rejected") > rejected)
+    assert TELEMETRY.registry.get_sample_value("specserve_speculation_enabled", {"namespace": NAMESPACE, "serving": "mu"}) == 1

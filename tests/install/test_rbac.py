@@ -1,0 +1,88 @@
+"""The chart's RBAC grants exactly what the operator and Kopf call: no wildcards, nothing more, nothing missing.
+
+Expected permissions are derived from kube.py's resource table plus Kopf 1.45's own calls (CRD scan, namespaces, peering, events).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from specserve import kube
+from tests.install import values
+from tests.install.tools import find, one, render_chart
+
+Grant = dict[tuple[str, str], set[str]]
+READ_WRITE = {"get", "list", "watch", "create", "patch", "delete"}
+
+# What the operator itself calls in a watched namespace (controller.py and kube.py).
+NAMESPACED: Grant = {
+    (kube.SERVINGS.group, kube.SERVINGS.plural): {"get", "list", "watch", "patch"},  # Kopf watches and patches annotations
+    (kube.SERVINGS.group, kube.SERVINGS.plural + "/status"): {"get", "patch"},
+    (kube.DEPLOYMENTS.group, kube.DEPLOYMENTS.plural): READ_WRITE,  # server-side apply creating an object needs create and patch
+    (kube.SERVICES.group, kube.SERVICES.plural): READ_WRITE,
+    (kube.POD_MONITORS.group, kube.POD_MONITORS.plural): READ_WRITE - {"watch"},  # listed to prune, never watched
+    ("", "events"): {"create"},  # kopf.event posts core v1 Events and never updates them
+}
+CRD_SCAN: Grant = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
+NAMESPACE_SCAN: Grant = {("", "namespaces"): {"list", "watch"}}  # only when Kopf is given namespaces
+PEERING = {"get", "list", "watch", "patch"}
+
+
+def granted(rules: list[dict[str, Any]]) -> Grant:
+    grant: Grant = {}
+    for rule in rules:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                grant.setdefault((group, resource), set()).update(rule["verbs"])
+    return grant
+
+
+@pytest.mark.parametrize("values_", list(values.ALL.values()), ids=list(values.ALL))
+def test_rbac_has_no_wildcards_or_non_resource_urls(values_: dict[str, Any]) -> None:
+    objects = render_chart(values_)
+    for role in find(objects, "ClusterRole") + find(objects, "Role"):
+        for rule in role["rules"]:
+            assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"], role["metadata"]["name"]
+            assert "nonResourceURLs" not in rule and "resourceNames" not in rule
+
+
+def test_cluster_mode_grants_exactly_what_the_operator_calls() -> None:
+    objects = render_chart(values.DEFAULT)
+    assert not find(objects, "Role") and not find(objects, "RoleBinding")
+    assert granted(one(objects, "ClusterRole")["rules"]) == NAMESPACED | CRD_SCAN
+
+
+def test_cluster_mode_with_peering_adds_cluster_peerings() -> None:
+    role = one(render_chart(values.CLUSTER_EVERYTHING), "ClusterRole")
+    assert granted(role["rules"]) == NAMESPACED | CRD_SCAN | {("kopf.dev", "clusterkopfpeerings"): PEERING}
+
+
+def test_namespaced_mode_uses_a_role_in_each_watched_namespace() -> None:
+    objects = render_chart(values.NAMESPACED)
+    roles = find(objects, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    for role in roles:
+        assert granted(role["rules"]) == NAMESPACED | {("kopf.dev", "kopfpeerings"): PEERING}
+        binding = one(objects, "RoleBinding", namespace=role["metadata"]["namespace"])
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+
+
+def test_namespaced_mode_grants_cluster_wide_only_kopfs_discovery_reads() -> None:
+    objects = render_chart(values.NAMESPACED)
+    assert granted(one(objects, "ClusterRole")["rules"]) == CRD_SCAN | NAMESPACE_SCAN
+    assert one(objects, "ClusterRoleBinding")["roleRef"]["name"] == one(objects, "ClusterRole")["metadata"]["name"]
+
+
+def test_namespaced_mode_without_discovery_has_no_cluster_role() -> None:
+    objects = render_chart(values.NAMESPACED_MINIMAL)
+    assert not find(objects, "ClusterRole") and not find(objects, "ClusterRoleBinding")
+
+
+def test_bindings_name_the_operators_service_account() -> None:
+    for values_ in values.ALL.values():
+        objects = render_chart(values_)
+        account = one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+        for binding in find(objects, "ClusterRoleBinding") + find(objects, "RoleBinding"):
+            assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": "specserve-system"}]
