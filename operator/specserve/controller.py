@@ -339,6 +339,7 @@ def serving_status(
         "speculation": "On" if state.speculation else "Off",
         "activeVariant": render.resolve_target(spec, state).variant,
         "effectiveNumSpeculativeTokens": (state.num_speculative_tokens or spec.speculation.num_speculative_tokens) if state.speculation else 0,
+        "health": {"specActiveVariant": health.intended_variant(spec)},  # merged into status.health
     }
 
 

@@ -145,7 +145,7 @@ def state_from_status(spec: api.SpeculativeServingSpec, status: dict[str, Any]) 
     speculation = status.get("speculation", "On") != "Off"
     variant = status.get("activeVariant")
     declared = [v.name for v in spec.target.variants]
-    intent = spec.target.active_variant or (declared[0] if declared else None)
+    intent = intended_variant(spec)
     if variant not in declared or (health.get("specActiveVariant") not in (None, intent)):
         variant = intent
     return policy.State(
@@ -160,6 +160,11 @@ def state_from_status(spec: api.SpeculativeServingSpec, status: dict[str, Any]) 
     )
 
 
+def intended_variant(spec: api.SpeculativeServingSpec) -> str | None:
+    """The variant the spec asks to start on: activeVariant, else the first (lowest-memory) rung."""
+    return spec.target.active_variant or (spec.target.variants[0].name if spec.target.variants else None)
+
+
 def health_status(state: policy.State, spec: api.SpeculativeServingSpec, now: float) -> dict[str, Any]:
     return api.HealthStatus(
         last_evaluation_time=format_time(now),
@@ -169,7 +174,7 @@ def health_status(state: policy.State, spec: api.SpeculativeServingSpec, now: fl
         probation_seconds=state.probation_delay,
         on_probation=state.on_probation,
         references=state.references,
-        spec_active_variant=spec.target.active_variant or (spec.target.variants[0].name if spec.target.variants else None),
+        spec_active_variant=intended_variant(spec),
     ).wire()
 
 

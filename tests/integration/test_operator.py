@@ -169,3 +169,14 @@ async def test_reconciles_and_rejections_are_counted_in_the_operators_metrics(ku
     await create(kube, "nu", gpu={"product": "Z100"})
     await eventually(lambda: count("applied") > applied and count("rejected") > rejected)
     assert TELEMETRY.registry.get_sample_value("specserve_speculation_enabled", {"namespace": NAMESPACE, "serving": "mu"}) == 1
+
+
+async def test_changing_the_spec_active_variant_is_new_intent(kube, operator):
+    ladder = {"model": "o/m", "variants": [{"name": "int4", "model": "o/m-awq", "quantization": "awq_marlin"}, {"name": "bf16", "model": "o/m"}]}
+    await create(kube, "xi", target=ladder)
+    await eventually(lambda: live(kube, SERVINGS, "xi").get("status", {}).get("activeVariant") == "int4")
+    patch = {"spec": {"target": {**ladder, "activeVariant": "bf16"}}}
+    assert (await kube.patch(f"{SERVINGS_URL}/xi", json=patch, headers=MERGE)).status == 200
+    deployment = await eventually(lambda: (d := live(kube, DEPLOYMENTS, "xi")) and args(d)[0] == "o/m" and d)
+    assert "--quantization" not in args(deployment)
+    await eventually(lambda: live(kube, SERVINGS, "xi")["status"]["activeVariant"] == "bf16")
