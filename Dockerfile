@@ -1,6 +1,6 @@
 # specserve images. Default target: the operator (`specserve run`).
 #   docker build -t specserve .                        operator
-#   docker build --target simulator -t specserve-sim .  vLLM-compatible simulator (`specserve simulate`)
+#   docker build --target simulator -t specserve-sim .  vLLM-compatible simulator (`vllm serve ...` runs `specserve simulate`)
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # Build: install specserve and its runtime dependencies (no test extra) into a virtualenv.
@@ -22,8 +22,13 @@ WORKDIR /tmp
 USER 65532:65532
 
 FROM runtime AS simulator
+# Rendered pods run `vllm serve ...` (command and args, like the vllm/vllm-openai image): a `vllm` on PATH
+# hands that command line to the simulator, which drops the leading `serve`.
+USER root
+RUN printf '#!/bin/sh\nexec specserve simulate "$@"\n' > /opt/specserve/bin/vllm && chmod 0755 /opt/specserve/bin/vllm
+USER 65532:65532
 EXPOSE 8000
-ENTRYPOINT ["specserve", "simulate"]
+ENTRYPOINT ["vllm", "serve"]
 
 FROM runtime AS operator
 # 8080: Kopf's liveness endpoint /healthz; 8081: the operator's /metrics.

@@ -103,8 +103,13 @@ def test_operator_is_the_default_target_and_runs_specserve_run() -> None:
     assert json.loads(inherited("operator", "ENTRYPOINT")) + json.loads(inherited("operator", "CMD")) == ["specserve", "run"]
 
 
-def test_simulator_target_runs_specserve_simulate() -> None:
-    assert json.loads(inherited("simulator", "ENTRYPOINT")) == ["specserve", "simulate"]
+def test_simulator_target_answers_vllm_serve_like_the_vllm_image() -> None:
+    assert json.loads(inherited("simulator", "ENTRYPOINT")) == ["vllm", "serve"]
+
+
+def test_simulator_target_puts_a_vllm_shim_on_path_that_runs_specserve_simulate() -> None:
+    runs = " ".join(args for instruction, args in stages()["simulator"] if instruction == "RUN")
+    assert "/opt/specserve/bin/vllm" in runs and 'exec specserve simulate "$@"' in runs
 
 
 @pytest.mark.parametrize("target", ["operator", "simulator"])
