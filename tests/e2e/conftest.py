@@ -68,7 +68,7 @@ def operator(namespace):
     port = _free_port()
     log = open(ROOT / "tests" / "e2e" / f"operator-{namespace}.log", "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "specserve.cli", "run", "--namespace", namespace, "--liveness", f"http://127.0.0.1:{port}/healthz"],
+        [sys.executable, "-m", "specserve.cli", "run", "--namespace", namespace, "--liveness", f"http://127.0.0.1:{port}/healthz", "--metrics-port", "0"],
         stdout=log, stderr=subprocess.STDOUT,
     )
     import urllib.request
