@@ -144,6 +144,10 @@ class GpuSpec(Model):
     count: int = Field(default=1, ge=1, le=16, description="GPUs per replica; also the tensor parallel size.")
     product: str | None = Field(default=None, max_length=64, description="GPU product from the catalog (A10G, L4, L40S, A100-40GB, A100-80GB, H100-80GB, H200-141GB, B200).")
     memory_gib: float | None = Field(default=None, alias="memoryGiB", gt=0, le=1024, description="Memory per GPU in GiB, for products the catalog lacks.")
+    resource_name: str = Field(
+        default="nvidia.com/gpu", pattern=r"^([a-z0-9.-]+/[a-z0-9.-]+)?$", max_length=128,
+        description="Extended resource requested per GPU (amd.com/gpu for AMD); empty requests none, e.g. for the simulator image on a cluster without GPUs.",
+    )
 
 
 # ---------------------------------------------------------------- speculation

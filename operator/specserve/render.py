@@ -180,11 +180,11 @@ def _pod_spec(spec: api.SpeculativeServingSpec, target: Target, args: list[str])
 
 def _container(spec: api.SpeculativeServingSpec, target: Target, args: list[str]) -> dict[str, Any]:
     engine = spec.engine
-    gpus = str(spec.gpu.count)
+    gpus = {spec.gpu.resource_name: str(spec.gpu.count)} if spec.gpu.resource_name else {}
     resources = engine.resources.wire() if engine.resources else {}
     resources = {
-        "requests": {**{k: str(v) for k, v in resources.get("requests", {}).items()}, "nvidia.com/gpu": gpus},
-        "limits": {**{k: str(v) for k, v in resources.get("limits", {}).items()}, "nvidia.com/gpu": gpus},
+        "requests": {**{k: str(v) for k, v in resources.get("requests", {}).items()}, **gpus},
+        "limits": {**{k: str(v) for k, v in resources.get("limits", {}).items()}, **gpus},
     }
     startup_period = 10
     return {

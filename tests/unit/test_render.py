@@ -86,6 +86,13 @@ def test_gpu_count_sets_requests_limits_and_tensor_parallel_size():
     assert flag(c["args"], "--tensor-parallel-size") == "4"
 
 
+def test_gpu_resource_name_can_change_or_be_left_out():
+    amd = container(objects(spec(gpu={"count": 2, "resourceName": "amd.com/gpu"}))[0])["resources"]
+    assert amd["limits"] == {"amd.com/gpu": "2"} and amd["requests"] == {"amd.com/gpu": "2"}
+    none = container(objects(spec(gpu={"resourceName": ""}))[0])["resources"]
+    assert none == {"requests": {}, "limits": {}}
+
+
 def test_dev_shm_is_a_memory_backed_empty_dir():
     dep = objects()[0]
     volume = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "dshm")
