@@ -5,6 +5,7 @@ These models are the single source of truth; crd.py generates the CRD (schema, d
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Callable, ClassVar, Literal
@@ -22,6 +23,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 DEFAULT_IMAGE = "vllm/vllm-openai:v0.33.0"
 MAX_NAME_LENGTH = 42  # leaves room for "-baseline" plus ReplicaSet and pod suffixes within 63
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"  # a DNS-1035 label, because the Service takes the same name
 
 MODEL_REF_PATTERN = r"^((hf://)?[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^\s]*)?|/[^\s]+)$"
 QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
@@ -52,6 +54,15 @@ class Model(BaseModel):
     def wire(self) -> dict[str, Any]:
         """The object as it appears in Kubernetes: camelCase keys, unset optionals left out."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def name_problem(name: str) -> str | None:
+    """Why a SpeculativeServing name cannot be used (the CRD's root CEL rules say the same), or None."""
+    if len(name) > MAX_NAME_LENGTH:
+        return f"metadata.name must be at most {MAX_NAME_LENGTH} characters (the operator derives Deployment and pod names from it)"
+    if not re.match(NAME_PATTERN, name):
+        return "metadata.name must start with a letter and hold only lowercase letters, digits and '-' (it names the Service too)"
+    return None
 
 
 def describe_error(error: Exception, prefix: str = "") -> str:

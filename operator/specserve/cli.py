@@ -135,6 +135,9 @@ def _render(args: argparse.Namespace) -> int:
 def render_document(document: dict[str, Any], options: render.RenderOptions) -> list[dict[str, Any]]:
     serving = api.SpeculativeServing.model_validate(document)
     meta = serving.metadata
+    problem = api.name_problem(str(meta.get("name", "")))
+    if problem:
+        raise render.RenderError("InvalidName", problem)
     owner = render.Owner(name=meta["name"], namespace=meta.get("namespace", "default"), uid=meta.get("uid", ""))
     return render.render(owner, serving.spec, render.DecisionState(), options)
 

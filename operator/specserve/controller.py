@@ -14,6 +14,7 @@ from typing import Any
 import kopf
 import pydantic
 from kubernetes.client.exceptions import ApiException
+from kubernetes.utils import parse_quantity
 
 from specserve import api, health, kube, metrics, planner, render
 from specserve.conditions import condition, find as _find_condition, merge_conditions
@@ -38,6 +39,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     settings.posting.reporting_component = render.MANAGER
     settings.posting.level = logging.INFO
     settings.queueing.error_delays = [10, 20, 30, 60, 120, 300]
+    managed = ",".join(f"{k}={v}" for k, v in MANAGED.items())
+    for resource in (("apps", "deployments"), ("", "services")):
+        settings.watching.label_selectors[resource] = managed  # watch only what specserve manages, server-side
     if "kube" not in memo:
         memo["kube"] = kube.Kube(kube.new_api_client())
     memo["pod_monitor_api"] = await _pod_monitor_api(memo["kube"], operator_settings)
@@ -77,18 +81,19 @@ async def _pod_monitor_api(client: kube.Kube, settings: OperatorSettings) -> boo
 @kopf.on.resume(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.create(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.update(api.GROUP, api.VERSION, api.PLURAL)
-async def reconcile_serving(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def reconcile_serving(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     started = time.perf_counter()
     try:
-        await reconcile(dict(body), patch.status, memo, logger)
+        written = await reconcile(dict(body), memo, logger)
     except kopf.TemporaryError:
         TELEMETRY.record_reconcile("error", time.perf_counter() - started, reason="ApiError")
         raise
-    rejected = patch.status.get("phase") == "Invalid"
-    reason = next((c["reason"] for c in patch.status.get("conditions", []) if c["type"] == "Accepted"), None) if rejected else None
+    written = written or {}
+    rejected = written.get("phase") == "Invalid"
+    reason = next((c["reason"] for c in written.get("conditions", []) if c["type"] == "Accepted"), None) if rejected else None
     TELEMETRY.record_reconcile("rejected" if rejected else "applied", time.perf_counter() - started, reason=reason)
-    speculation = patch.status.get("speculation", (body.get("status") or {}).get("speculation", "On"))
-    TELEMETRY.set_serving(body["metadata"]["namespace"], body["metadata"]["name"], phase=patch.status.get("phase"), speculation=speculation != "Off")
+    speculation = written.get("speculation", (body.get("status") or {}).get("speculation", "On"))
+    TELEMETRY.set_serving(body["metadata"]["namespace"], body["metadata"]["name"], phase=written.get("phase"), speculation=speculation != "Off")
 
 
 @kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL, optional=True)
@@ -96,52 +101,56 @@ async def forget_serving(namespace: str, name: str, **_: Any) -> None:
     TELEMETRY.forget_serving(namespace, name)
 
 
-async def reconcile(body: dict[str, Any], status_patch: Any, memo: kopf.Memo, logger: kopf.Logger) -> None:
+async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger) -> dict[str, Any] | None:
+    """Apply what the spec asks for, or explain why not; returns the status written."""
     meta, status = body["metadata"], body.get("status") or {}
     generation = meta.get("generation")
+    client: kube.Kube = memo["kube"]
     try:
         spec = api.SpeculativeServingSpec.model_validate(body.get("spec") or {})
         state = decision_state(spec, status)
         objects = render.render(owner_of(body), spec, state, render.RenderOptions(pod_monitor_api=memo.get("pod_monitor_api", False)))
     except (pydantic.ValidationError, render.RenderError) as error:
         reason = getattr(error, "reason", "InvalidSpec")
-        _reject(body, status, status_patch, reason, f"{api.describe_error(error, prefix='spec.')}; the previous objects keep serving")
-        return
+        return await _reject(client, body, reason, f"{api.describe_error(error, prefix='spec.')}; the previous objects keep serving")
     budget = planner.verdict(planner.plan(spec, speculation=state.speculation))
     memory = condition("MemoryBudget", budget.status, budget.reason, budget.message, generation)
     if budget.blocking:
-        _reject(body, status, status_patch, "MemoryBudgetExceeded", f"{budget.message}; nothing applied, the previous objects keep serving", [memory])
-        return
+        return await _reject(client, body, "MemoryBudgetExceeded", f"{budget.message}; nothing applied, the previous objects keep serving", [memory])
     _announce_budget(body, status, memory)
-    client: kube.Kube = memo["kube"]
     try:
         for obj in objects:
             await client.apply(obj)
         await prune(client, body, objects)
     except ApiException as error:
         if error.status is not None and 400 <= error.status < 500 and error.status not in TRANSIENT_STATUSES:
-            _reject(body, status, status_patch, "ApplyRejected", f"the API server rejected the rendered objects: {_api_message(error)}")
-            return
+            return await _reject(client, body, "ApplyRejected", f"the API server rejected the rendered objects: {_api_message(error)}")
         raise kopf.TemporaryError(f"applying objects failed ({error.status}): {_api_message(error)}", delay=RETRY_DELAY_SECONDS) from error
     deployments = await client.list(kube.DEPLOYMENTS, meta["namespace"], {render.SERVING_LABEL: meta["name"], **MANAGED})
     accepted = condition("Accepted", "True", "Applied", f"{len(objects)} objects applied with server-side apply", generation)
-    new_status = serving_status(status, deployments, generation, accepted, state, spec)
-    new_status["conditions"] = merge_conditions(new_status["conditions"], [memory])
-    status_patch.update(new_status)
+    written = await client.update_serving_status(
+        meta["namespace"], meta["name"], lambda latest: serving_status(latest, deployments, generation, [accepted, memory], state, spec)
+    )
     if status.get("observedGeneration") != generation or (_find_condition(status, "Accepted") or {}).get("status") != "True":
         kopf.event(body, type="Normal", reason="Applied", message=f"applied {', '.join(_describe(o) for o in objects)}")
-    logger.info("reconciled generation %s: %s", generation, new_status["phase"])
+    logger.info("reconciled generation %s: %s", generation, (written or {}).get("phase"))
+    return written
 
 
-def _reject(body: dict[str, Any], status: dict[str, Any], status_patch: Any, reason: str, message: str, extra: list[dict[str, Any]] | None = None) -> None:
+async def _reject(client: kube.Kube, body: dict[str, Any], reason: str, message: str, extra: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
     """Record a problem only the operator can see: a condition, and one Warning event per distinct problem."""
     generation = body["metadata"].get("generation")
-    previous = _find_condition(status, "Accepted") or {}
     accepted = condition("Accepted", "False", reason, message, generation)
-    conditions = merge_conditions(status.get("conditions", []), [accepted, *(extra or [])])
-    status_patch.update({"observedGeneration": generation, "phase": "Invalid", "conditions": conditions})
+    previous: dict[str, Any] = {}
+
+    def build(latest: dict[str, Any]) -> dict[str, Any]:
+        previous.update(_find_condition(latest, "Accepted") or {})
+        return {"observedGeneration": generation, "phase": "Invalid", "conditions": merge_conditions(latest.get("conditions") or [], [accepted, *(extra or [])])}
+
+    written = await client.update_serving_status(body["metadata"]["namespace"], body["metadata"]["name"], build)
     if (previous.get("reason"), previous.get("message"), previous.get("observedGeneration")) != (reason, message, generation):
         kopf.event(body, type="Warning", reason=reason, message=message[:1024])
+    return written
 
 
 def _announce_budget(body: dict[str, Any], status: dict[str, Any], memory: dict[str, Any]) -> None:
@@ -195,23 +204,34 @@ async def health_loop(stopped: kopf.DaemonStopped, namespace: str, name: str, bo
     poller: health.Poller = memo["poller"]
     try:
         while not stopped:
-            snapshot = {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.status)}
+            snapshot = {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.status)}
             try:
                 spec = api.SpeculativeServingSpec.model_validate(snapshot["spec"])
             except pydantic.ValidationError:
-                poller.unsubscribe(namespace, name)  # the reconcile handler reports it; nothing to judge
+                spec = None
+            if spec is None or not accepted_as_is(snapshot):
+                poller.unsubscribe(namespace, name)  # nothing to judge until the spec is accepted
                 await stopped.wait(poller.interval)
                 continue
             queue = poller.subscribe(namespace, name, spec.health_policy.window_seconds)
-            try:
-                result = await asyncio.wait_for(queue.get(), timeout=max(1.0, poller.interval))
-            except asyncio.TimeoutError:
+            result = await _next_poll(queue, stopped, poller.interval)
+            if result is None:
                 continue
             snapshot["status"] = dict(body.status)
             if health.due(snapshot["status"], spec, time.time()):
                 await act_on_health(snapshot, spec, result, memo, logger)
     finally:
         poller.unsubscribe(namespace, name)
+
+
+async def _next_poll(queue: asyncio.Queue[health.PollResult], stopped: kopf.DaemonStopped, timeout: float) -> health.PollResult | None:
+    """The next poll result, or None when the daemon is asked to stop or nothing arrived in time."""
+    getter = asyncio.ensure_future(queue.get())
+    stopper = asyncio.ensure_future(stopped.wait())
+    done, pending = await asyncio.wait({getter, stopper}, timeout=max(1.0, timeout), return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    return getter.result() if getter in done else None
 
 
 async def act_on_health(body: dict[str, Any], spec: api.SpeculativeServingSpec, result: health.PollResult, memo: kopf.Memo, logger: kopf.Logger) -> None:
@@ -224,7 +244,11 @@ async def act_on_health(body: dict[str, Any], spec: api.SpeculativeServingSpec, 
     available = next((c["status"] == "True" for c in outcome.status["conditions"] if c["type"] == "MetricsAvailable"), None)
     effective = outcome.status.get("speculation", (body.get("status") or {}).get("speculation", "On"))
     TELEMETRY.set_serving(meta["namespace"], meta["name"], speculation=effective != "Off", metrics_available=available)
-    await client.patch_serving_status(meta["namespace"], meta["name"], outcome.status)
+
+    def build(latest: dict[str, Any]) -> dict[str, Any]:
+        return {**outcome.status, "conditions": merge_conditions(latest.get("conditions") or [], outcome.status["conditions"])}
+
+    await client.update_serving_status(meta["namespace"], meta["name"], build)
     if outcome.event is not None:
         type_, reason, message = outcome.event
         kopf.event(body, type=type_, reason=reason, message=message[:1024])
@@ -258,38 +282,62 @@ async def owned_object_changed(type: str | None, body: kopf.Body, memo: kopf.Mem
     if serving is None or serving["metadata"].get("deletionTimestamp") or not _owned_by(dict(body), serving["metadata"].get("uid")):
         return
     status = serving.get("status") or {}
+    if not accepted_as_is(serving):
+        return  # a spec the serving's own handler refused: its previous objects are left as they are
     try:
         spec = api.SpeculativeServingSpec.model_validate(serving.get("spec") or {})
         state = decision_state(spec, status)
         desired = render.render(owner_of(serving), spec, state, render.RenderOptions(pod_monitor_api=memo.get("pod_monitor_api", False)))
     except (pydantic.ValidationError, render.RenderError):
-        return  # the serving's own handler reports this; its previous objects are left as they are
+        return
     wanted = next((o for o in desired if o["kind"] == body["kind"] and o["metadata"]["name"] == body["metadata"]["name"]), None)
     if wanted is None:
         return
     if type == "DELETED" or not is_subset(wanted, dict(body)):
-        await client.apply(wanted)
-        what = "deleted" if type == "DELETED" else "edited"
-        kopf.event(serving, type="Warning", reason="DriftReverted", message=f"{_describe(wanted)} was {what} outside specserve; restored the rendered version")
-        logger.info("restored %s after it was %s", _describe(wanted), what)
+        applied = await client.apply(wanted)
+        # Server-side apply changes nothing (same resourceVersion) when only other managers' fields or
+        # server-side normalisation differ; only a real restore is announced.
+        if type == "DELETED" or applied["metadata"].get("resourceVersion") != body["metadata"].get("resourceVersion"):
+            what = "deleted" if type == "DELETED" else "edited"
+            kopf.event(serving, type="Warning", reason="DriftReverted", message=f"{_describe(wanted)} was {what} outside specserve; restored the rendered version")
+            logger.info("restored %s after it was %s", _describe(wanted), what)
     if body["kind"] == "Deployment" and type != "DELETED":
         await refresh_availability(client, serving, spec, state)
 
 
+def accepted_as_is(serving: dict[str, Any]) -> bool:
+    """Whether the serving's current generation was accepted: only then may anything but reconcile apply it."""
+    accepted = _find_condition(serving.get("status") or {}, "Accepted") or {}
+    return accepted.get("status") == "True" and accepted.get("observedGeneration") == serving["metadata"].get("generation")
+
+
 async def refresh_availability(client: kube.Kube, serving: dict[str, Any], spec: api.SpeculativeServingSpec, state: render.DecisionState) -> None:
-    meta, status = serving["metadata"], serving.get("status") or {}
-    accepted = _find_condition(status, "Accepted")
-    if accepted is None or accepted.get("status") != "True":
-        return
+    meta = serving["metadata"]
     deployments = await client.list(kube.DEPLOYMENTS, meta["namespace"], {render.SERVING_LABEL: meta["name"], **MANAGED})
-    new_status = serving_status(status, deployments, status.get("observedGeneration"), None, state, spec)
-    if _status_changed(status, new_status):
-        await client.patch_serving_status(meta["namespace"], meta["name"], new_status)
-        TELEMETRY.set_serving(meta["namespace"], meta["name"], phase=new_status["phase"])
+
+    def build(latest: dict[str, Any]) -> dict[str, Any] | None:
+        new = serving_status(latest, deployments, latest.get("observedGeneration"), [], state, spec)
+        return new if _status_changed(latest, new) else None
+
+    written = await client.update_serving_status(meta["namespace"], meta["name"], build)
+    if written:
+        TELEMETRY.set_serving(meta["namespace"], meta["name"], phase=written["phase"])
 
 
 def _status_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    return any(old.get(key) != value for key, value in new.items())
+    def essence(conditions: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+        return {(c.get("type"), c.get("status"), c.get("reason"), c.get("message")) for c in conditions}
+
+    for key, value in new.items():
+        if key == "conditions":
+            if not essence(value) <= essence(old.get("conditions") or []):
+                return True
+        elif key == "health":
+            if any((old.get("health") or {}).get(k) != v for k, v in value.items()):
+                return True
+        elif old.get(key) != value:
+            return True
+    return False
 
 
 def is_subset(wanted: Any, live: Any) -> bool:
@@ -298,7 +346,17 @@ def is_subset(wanted: Any, live: Any) -> bool:
         return isinstance(live, dict) and all(k in live and is_subset(v, live[k]) for k, v in wanted.items())
     if isinstance(wanted, list):
         return isinstance(live, list) and len(wanted) == len(live) and all(is_subset(w, x) for w, x in zip(wanted, live))
-    return wanted == live or str(wanted) == str(live)
+    return wanted == live or str(wanted) == str(live) or _same_quantity(wanted, live)
+
+
+def _same_quantity(wanted: Any, live: Any) -> bool:
+    """The API server rewrites quantities into canonical form ("16384Mi" comes back as "16Gi")."""
+    if not (isinstance(wanted, str) and isinstance(live, str)):
+        return False
+    try:
+        return parse_quantity(wanted) == parse_quantity(live)
+    except ValueError:
+        return False
 
 
 # ---------------------------------------------------------------- state and status (pure helpers)
@@ -319,7 +377,7 @@ def serving_status(
     status: dict[str, Any],
     deployments: list[dict[str, Any]],
     generation: int | None,
-    accepted: dict[str, Any] | None,
+    own: list[dict[str, Any]],
     state: render.DecisionState,
     spec: api.SpeculativeServingSpec,
 ) -> dict[str, Any]:
@@ -329,8 +387,7 @@ def serving_status(
         condition("Ready", "True" if ready else "False", "Available" if ready else "NotAvailable", detail, generation),
         condition("Progressing", "True" if progressing else "False", "RollingOut" if progressing else "Stable", detail, generation),
     ]
-    if accepted is not None:
-        now_conditions.insert(0, accepted)
+    now_conditions = [*own, *now_conditions]
     phase = "Ready" if ready else ("Progressing" if progressing else ("Pending" if not deployments else "Degraded"))
     return {
         "observedGeneration": generation,

@@ -125,10 +125,8 @@ def custom_resource_definition() -> dict[str, Any]:
             "status": status_schema,
         },
         "x-kubernetes-validations": [
-            {
-                "rule": f"self.metadata.name.size() <= {api.MAX_NAME_LENGTH}",
-                "message": f"metadata.name must be at most {api.MAX_NAME_LENGTH} characters (the operator derives Deployment and pod names from it)",
-            }
+            {"rule": f"self.metadata.name.size() <= {api.MAX_NAME_LENGTH}", "message": api.name_problem("x" * (api.MAX_NAME_LENGTH + 1))},
+            {"rule": f"self.metadata.name.matches('{api.NAME_PATTERN}')", "message": api.name_problem("0")},
         ],
     }
     return {

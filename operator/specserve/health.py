@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from specserve import api, metrics, policy, render
-from specserve.conditions import condition, merge_conditions
+from specserve.conditions import condition
 from specserve.telemetry import TELEMETRY
 
 LOG = logging.getLogger("specserve.health")
@@ -102,7 +102,7 @@ def evaluate(body: dict[str, Any], spec: api.SpeculativeServingSpec, result: Pol
     patch: dict[str, Any] = {
         "health": health_status(kept, spec, now),
         "observation": observation_status(observation, role, now),
-        "conditions": _conditions(status, decision, observation, body["metadata"].get("generation")),
+        "conditions": _conditions(decision, observation, body["metadata"].get("generation")),
     }
     record = _record(decision, kept if enforced else decision.state, enforced, now)
     decisions = list(status.get("decisions") or [])
@@ -175,7 +175,7 @@ def health_status(state: policy.State, spec: api.SpeculativeServingSpec, now: fl
         on_probation=state.on_probation,
         references=state.references,
         spec_active_variant=intended_variant(spec),
-    ).wire()
+    ).model_dump(by_alias=True, mode="json")  # explicit nulls clear what no longer holds (merge patch)
 
 
 def observation_status(observation: policy.Observation, role: metrics.RoleMetrics | None, now: float) -> dict[str, Any]:
@@ -195,10 +195,11 @@ def observation_status(observation: policy.Observation, role: metrics.RoleMetric
         requests_waiting=_round(role.waiting if role else None),
         kv_cache_usage=_round(role.kv_cache_usage if role else None),
         per_position_acceptance=[round(positions[p], 4) for p in sorted(positions)][:32],
-    ).wire()
+    ).model_dump(by_alias=True, mode="json")  # explicit nulls: no stale numbers beside a fresh time
 
 
-def _conditions(status: dict[str, Any], decision: policy.Decision, observation: policy.Observation, generation: int | None) -> list[dict[str, Any]]:
+def _conditions(decision: policy.Decision, observation: policy.Observation, generation: int | None) -> list[dict[str, Any]]:
+    """The two conditions the health loop owns; the writer merges them into the latest status."""
     if observation.error:
         available = condition("MetricsAvailable", "False", "PrometheusUnavailable", decision.reason, generation)
     elif decision.action == "hold":
@@ -213,7 +214,7 @@ def _conditions(status: dict[str, Any], decision: policy.Decision, observation: 
         healthy = condition("SpeculationHealthy", "True", "Healthy", decision.reason, generation)
     else:
         healthy = condition("SpeculationHealthy", "False", "Breaching", decision.reason, generation)
-    return merge_conditions(status.get("conditions") or [], [available, healthy])
+    return [available, healthy]
 
 
 def _event(status: dict[str, Any], decision: policy.Decision, enforced: bool) -> tuple[str, str, str] | None:

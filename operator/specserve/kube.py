@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
@@ -102,8 +102,24 @@ class Kube:
             if error.status != 404:
                 raise
 
-    async def patch_serving_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        await self.call("PATCH", SERVINGS.path(namespace, name) + "/status", body={"status": status}, content_type=MERGE)
+    async def update_serving_status(self, namespace: str, name: str, build: Callable[[dict[str, Any]], dict[str, Any] | None], attempts: int = 5) -> dict[str, Any] | None:
+        """Read the latest status, let build() derive the new fields from it, and write them guarded by the
+        resourceVersion, retrying on conflict: concurrent writers never overwrite each other's conditions."""
+        for _ in range(attempts):
+            serving = await self.get(SERVINGS, namespace, name)
+            if serving is None:
+                return None
+            fields = build(serving.get("status") or {})
+            if not fields:
+                return None
+            body = {"metadata": {"resourceVersion": serving["metadata"].get("resourceVersion")}, "status": fields}
+            try:
+                await self.call("PATCH", SERVINGS.path(namespace, name) + "/status", body=body, content_type=MERGE)
+                return fields
+            except ApiException as error:
+                if error.status != 409:
+                    raise
+        raise ApiException(status=409, reason=f"status of {namespace}/{name} kept changing under {attempts} attempts")
 
     async def serves(self, group: str, version: str, plural: str) -> bool:
         """Whether the API server serves a resource (discovery), e.g. PodMonitors."""

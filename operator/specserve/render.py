@@ -193,7 +193,7 @@ def _container(spec: api.SpeculativeServingSpec, target: Target, args: list[str]
         "command": list(vllm.COMMAND),
         "args": args,
         "ports": [{"name": "http", "containerPort": vllm.PORT, "protocol": "TCP"}],
-        "env": _env(spec),
+        **({"env": env} if (env := _env(spec)) else {}),  # the API server drops empty lists; so do we
         "resources": resources,
         "volumeMounts": _volume_mounts(spec, target),
         "startupProbe": _probe(period=startup_period, failures=-(-engine.startup_timeout_seconds // startup_period), timeout=5),
@@ -228,7 +228,7 @@ def _volumes(spec: api.SpeculativeServingSpec, target: Target) -> list[dict[str,
     volumes: list[dict[str, Any]] = [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": spec.engine.shm_size}}]
     cache = spec.engine.model_cache
     if cache:
-        volumes.append({"name": CACHE_VOLUME, "persistentVolumeClaim": {"claimName": cache.claim_name, "readOnly": cache.read_only}})
+        volumes.append({"name": CACHE_VOLUME, "persistentVolumeClaim": {"claimName": cache.claim_name, **_read_only(cache.read_only)}})
     for claim in _pvc_claims(spec, target):
         volumes.append({"name": f"pvc-{claim}"[:63], "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
     return volumes
@@ -238,10 +238,15 @@ def _volume_mounts(spec: api.SpeculativeServingSpec, target: Target) -> list[dic
     mounts: list[dict[str, Any]] = [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}]
     cache = spec.engine.model_cache
     if cache:
-        mounts.append({"name": CACHE_VOLUME, "mountPath": cache.mount_path, "readOnly": cache.read_only})
+        mounts.append({"name": CACHE_VOLUME, "mountPath": cache.mount_path, **_read_only(cache.read_only)})
     for claim in _pvc_claims(spec, target):
         mounts.append({"name": f"pvc-{claim}"[:63], "mountPath": vllm.pvc_mount_path(claim), "readOnly": True})
     return mounts
+
+
+def _read_only(flag: bool) -> dict[str, bool]:
+    """readOnly only when true: the API server omits false booleans, and drift detection compares with it."""
+    return {"readOnly": True} if flag else {}
 
 
 def service(owner: Owner) -> dict[str, Any]:

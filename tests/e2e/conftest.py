@@ -64,7 +64,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def operator(namespace):
+def operator(kube, namespace):
     port = _free_port()
     log = open(ROOT / "tests" / "e2e" / f"operator-{namespace}.log", "w")
     process = subprocess.Popen(
@@ -85,6 +85,13 @@ def operator(namespace):
     else:
         pytest.fail("the operator's liveness endpoint did not answer within 60s")
     yield process
+    # Kopf keeps a finalizer on each SpeculativeServing (its per-object health daemon): delete them while the
+    # operator still runs, or the namespace would hang in Terminating.
+    servings = f"/apis/specserve.dev/v1alpha1/namespaces/{namespace}/speculativeservings"
+    kube._call("DELETE", servings)
+    deadline = time.monotonic() + 60
+    while kube._call("GET", servings)["items"] and time.monotonic() < deadline:
+        time.sleep(1)
     process.terminate()
     process.wait(timeout=30)
     log.close()

@@ -32,6 +32,10 @@ def create(kube, namespace, obj, dry_run=False):
     return kube._call("POST", SERVINGS.format(ns=namespace), body=obj, query=query)
 
 
+def events_of(kube, namespace, name):
+    return kube._call("GET", f"/api/v1/namespaces/{namespace}/events", query=[("fieldSelector", f"involvedObject.name={name}")])["items"]
+
+
 def get(kube, kind, namespace, name):
     try:
         return kube._call("GET", kind.path(namespace, name))
@@ -53,6 +57,8 @@ def test_every_example_is_reconciled_into_owned_objects(kube, namespace, operato
     assert managers == {"specserve"}
     status = eventually(lambda: (get(kube, k.SERVINGS, namespace, name).get("status") or {}).get("observedGeneration") and get(kube, k.SERVINGS, namespace, name)["status"])
     assert any(c["type"] == "Accepted" and c["status"] == "True" for c in status["conditions"])
+    time.sleep(10)  # the Deployment controller updates status meanwhile: none of that is drift
+    assert "DriftReverted" not in [e["reason"] for e in events_of(kube, namespace, name)]
 
 
 @pytest.mark.parametrize(
@@ -99,6 +105,14 @@ def test_operator_judged_error_sets_condition_and_warning_event(kube, namespace,
 
     cond = eventually(rejected)
     assert cond["reason"] == "UnknownGPUProduct" and "spec.gpu.product" in cond["message"]
-    events = kube._call("GET", f"/api/v1/namespaces/{namespace}/events", query=[("fieldSelector", "involvedObject.name=odd-gpu")])
-    assert [e["reason"] for e in events["items"] if e["type"] == "Warning"] == ["UnknownGPUProduct"]
+    eventually(lambda: [e for e in events_of(kube, namespace, "odd-gpu") if e["reason"] == "UnknownGPUProduct"], timeout=30)
+    time.sleep(5)  # room for a retry storm, if there were one
+    warnings = [e for e in events_of(kube, namespace, "odd-gpu") if e["type"] == "Warning"]
+    assert [e["reason"] for e in warnings] == ["UnknownGPUProduct"] and warnings[0].get("count", 1) == 1
     assert get(kube, k.DEPLOYMENTS, namespace, "odd-gpu") is None
+
+
+def test_api_server_rejects_a_name_that_cannot_name_a_service(kube, namespace, crd_installed):
+    with pytest.raises(ApiException) as error:
+        create(kube, namespace, serving(name="qwen2.5-7b"), dry_run=True)
+    assert error.value.status == 422 and "it names the Service too" in error.value.body

@@ -20,6 +20,7 @@ READ_WRITE = {"get", "list", "watch", "create", "patch", "delete"}
 NAMESPACED: Grant = {
     (kube.SERVINGS.group, kube.SERVINGS.plural): {"get", "list", "watch", "patch"},  # Kopf watches and patches annotations
     (kube.SERVINGS.group, kube.SERVINGS.plural + "/status"): {"get", "patch"},
+    (kube.SERVINGS.group, kube.SERVINGS.plural + "/finalizers"): {"update"},  # blockOwnerDeletion under OwnerReferencesPermissionEnforcement
     (kube.DEPLOYMENTS.group, kube.DEPLOYMENTS.plural): READ_WRITE,  # server-side apply creating an object needs create and patch
     (kube.SERVICES.group, kube.SERVICES.plural): READ_WRITE,
     (kube.POD_MONITORS.group, kube.POD_MONITORS.plural): READ_WRITE - {"watch"},  # listed to prune, never watched

@@ -111,6 +111,8 @@ CASES = {
     "draft tp mismatch": mutate(mutate(BASE, ["spec", "speculation"], {"method": "draft_model", "draft": {"model": "o/d", "tensorParallelSize": 3}}), ["spec", "gpu"], {"count": 4}),
     "gpu in resources": mutate(BASE, ["spec", "engine"], {"resources": {"requests": {"nvidia.com/gpu": 1}}}),
     "name too long": mutate(BASE, ["metadata", "name"], "x" * 43),
+    "name with a dot": mutate(BASE, ["metadata", "name"], "qwen2.5-7b"),
+    "name starting with a digit": mutate(BASE, ["metadata", "name"], "7b-chat"),
 }
 
 
@@ -120,7 +122,7 @@ def test_cel_rules_and_models_agree(case):
     cel = cel_failures(root_schema(), apply_defaults(root_schema(), obj))
     try:
         api.SpeculativeServing.model_validate(obj)
-        python_rejects = len(obj["metadata"]["name"]) > api.MAX_NAME_LENGTH
+        python_rejects = api.name_problem(obj["metadata"]["name"]) is not None
     except pydantic.ValidationError:
         python_rejects = True
     assert bool(cel) == python_rejects, cel

@@ -22,25 +22,25 @@ def conditions(status):
 
 
 def test_ready_when_every_deployment_is_available():
-    status = controller.serving_status({}, [deployment(), deployment("demo-baseline")], 3, None, render.DecisionState(), SPEC)
+    status = controller.serving_status({}, [deployment(), deployment("demo-baseline")], 3, [], render.DecisionState(), SPEC)
     assert status["phase"] == "Ready" and status["observedGeneration"] == 3
     assert conditions(status)["Ready"]["status"] == "True"
     assert conditions(status)["Progressing"]["status"] == "False"
 
 
 def test_progressing_while_a_rollout_is_under_way():
-    status = controller.serving_status({}, [deployment(available=0, updated=0, generation=2, observed=1)], 2, None, render.DecisionState(), SPEC)
+    status = controller.serving_status({}, [deployment(available=0, updated=0, generation=2, observed=1)], 2, [], render.DecisionState(), SPEC)
     assert status["phase"] == "Progressing"
     assert conditions(status)["Ready"]["status"] == "False"
 
 
 def test_degraded_when_rolled_out_but_unavailable():
-    status = controller.serving_status({}, [deployment(available=0)], 1, None, render.DecisionState(), SPEC)
+    status = controller.serving_status({}, [deployment(available=0)], 1, [], render.DecisionState(), SPEC)
     assert status["phase"] == "Degraded"
 
 
 def test_effective_state_is_reported():
-    status = controller.serving_status({}, [deployment()], 1, None, render.DecisionState(speculation=False, variant="bf16"), LADDER)
+    status = controller.serving_status({}, [deployment()], 1, [], render.DecisionState(speculation=False, variant="bf16"), LADDER)
     assert (status["speculation"], status["activeVariant"], status["effectiveNumSpeculativeTokens"]) == ("Off", "bf16", 0)
 
 
@@ -71,6 +71,18 @@ def test_a_changed_spec_active_variant_overrides_the_last_decision():
 
 def test_fresh_status_means_speculation_on():
     assert controller.decision_state(SPEC, {}) == render.DecisionState()
+
+
+def test_canonicalised_quantities_are_not_drift():
+    assert controller.is_subset({"sizeLimit": "16384Mi", "cpu": "0.5"}, {"sizeLimit": "16Gi", "cpu": "500m"})
+    assert not controller.is_subset({"sizeLimit": "8Gi"}, {"sizeLimit": "16Gi"})
+
+
+def test_status_change_ignores_transition_times_and_untouched_health_fields():
+    old = {"phase": "Ready", "conditions": [controller.condition("Ready", "True", "Available", "a: 1/1 available", 1)], "health": {"specActiveVariant": "x", "consecutiveBreaches": 2}}
+    same = {"phase": "Ready", "conditions": [controller.condition("Ready", "True", "Available", "a: 1/1 available", 1)], "health": {"specActiveVariant": "x"}}
+    assert not controller._status_changed(old, same)
+    assert controller._status_changed(old, {**same, "phase": "Degraded"})
 
 
 def test_server_defaults_are_not_drift():

@@ -54,6 +54,10 @@ its own objects and their status, the Deployments, Services and PodMonitors it r
 - apiGroups: ["specserve.dev"]
   resources: ["speculativeservings/status"]
   verbs: ["get", "patch"]
+# blockOwnerDeletion on owned objects needs this where OwnerReferencesPermissionEnforcement is on (OpenShift)
+- apiGroups: ["specserve.dev"]
+  resources: ["speculativeservings/finalizers"]
+  verbs: ["update"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
