@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -21,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from specserve.settings import OperatorSettings  # noqa: E402
 from tests.helpers import serving  # noqa: E402
 from tests.integration import test_health_loop as scenario  # noqa: E402
-from tests.integration.conftest import NAMESPACE, SERVINGS, live, running_operator  # noqa: E402
+from tests.integration.conftest import NAMESPACE, declare_resources, running_operator, write_kubeconfig  # noqa: E402
 from tests.integration.emulator import SpecServeEmulator  # noqa: E402
 from tests.integration.simulator_process import running_simulator  # noqa: E402
 from tests.support.prometheus import Prometheus, Target  # noqa: E402
@@ -49,8 +50,7 @@ async def trial(policy: dict, kubeconfig_dir: Path) -> float:
     scenario.SPEC = spec  # rendered_args reads it
     args = scenario.without_bind_flags(scenario.rendered_args("speculative"))
     async with SpecServeEmulator() as kube, kmock.Server(kube):
-        kube.resources.load_bundled()
-        kube.resources[SERVINGS] = kmock.ResourceInfo(kind="SpeculativeServing", singular="speculativeserving", namespaced=True, subresources={"status"}, verbs={"get", "list", "watch", "create", "update", "patch", "delete"})
+        declare_resources(kube)
         _point_kubeconfig_at(kube, kubeconfig_dir)
         with running_simulator(*args, "--sim-qps", "20", "--sim-acceptance", str(BEFORE)) as url, tempfile.TemporaryDirectory() as tmp:
             prometheus = Prometheus(Path(tmp), [Target(url.removeprefix("http://"), {"namespace": NAMESPACE, "serving": scenario.NAME, "role": "speculative"})], scrape_interval=f"{SCRAPE_SECONDS:g}s").start()
@@ -69,20 +69,11 @@ async def trial(policy: dict, kubeconfig_dir: Path) -> float:
 
 
 def _point_kubeconfig_at(kube: SpecServeEmulator, directory: Path) -> None:
-    import os
-
     import kubernetes
-    import yaml
 
-    path = directory / "kubeconfig"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "k",
-        "clusters": [{"name": "k", "cluster": {"server": str(kube.url).rstrip("/")}}],
-        "users": [{"name": "u", "user": {}}],
-        "contexts": [{"name": "k", "context": {"cluster": "k", "user": "u"}}],
-    }))
-    os.environ["KUBECONFIG"] = str(path)
-    kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(path)
+    path = str(write_kubeconfig(str(kube.url), directory / "kubeconfig"))
+    os.environ["KUBECONFIG"] = path
+    kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION = path  # read once at import otherwise
 
 
 async def _until(check, timeout: float) -> None:

@@ -21,7 +21,6 @@ from specserve.conditions import condition, find as _find_condition, merge_condi
 from specserve.settings import OperatorSettings
 from specserve.telemetry import TELEMETRY
 
-LOG = logging.getLogger("specserve")
 MANAGED = {render.MANAGED_BY_LABEL: render.MANAGER}
 TRANSIENT_STATUSES = {408, 409, 429}
 RETRY_DELAY_SECONDS = 30

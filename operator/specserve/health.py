@@ -36,7 +36,6 @@ class Poller:
     def __init__(self, query: metrics.Query, labels: metrics.Labels, interval_seconds: float) -> None:
         self.query, self.labels, self.interval = query, labels, interval_seconds
         self.subscribers: dict[tuple[str, str], tuple[int, asyncio.Queue[PollResult]]] = {}
-        self.last: metrics.Poll | None = None
 
     def subscribe(self, namespace: str, name: str, window_seconds: int) -> asyncio.Queue[PollResult]:
         key = (namespace, name)
@@ -59,7 +58,6 @@ class Poller:
         try:
             with TELEMETRY.time_poll():
                 result = await asyncio.to_thread(metrics.poll, self.query, windows, self.labels)
-            self.last = result
             LOG.debug("poll: %d queries in %.3fs for %d servings", result.queries, result.seconds, len(self.subscribers))
         except metrics.MetricsError as error:
             result = error

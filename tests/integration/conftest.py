@@ -10,6 +10,7 @@ import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import kmock
@@ -30,32 +31,42 @@ EVENTS = "v1/events"
 NAMESPACE = "default"
 
 
+def declare_resources(emulator: SpecServeEmulator) -> None:
+    """The built-in kinds plus SpeculativeServing with its status subresource (kmock learns kinds only this way)."""
+    emulator.resources.load_bundled()
+    emulator.resources[SERVINGS] = kmock.ResourceInfo(
+        kind=api.KIND, singular=api.SINGULAR, namespaced=True, shortnames=set(api.SHORT_NAMES),
+        subresources={"status"}, verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+    )
+
+
 @pytest.fixture()
 async def kube() -> AsyncIterator[SpecServeEmulator]:
     async with SpecServeEmulator() as emulator, kmock.Server(emulator):
-        emulator.resources.load_bundled()
-        emulator.resources[SERVINGS] = kmock.ResourceInfo(
-            kind=api.KIND, singular=api.SINGULAR, namespaced=True, shortnames=set(api.SHORT_NAMES),
-            subresources={"status"}, verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-        )
+        declare_resources(emulator)
         yield emulator
         crashes = [e for e in emulator.errors if getattr(e, "status", 500) >= 500]
         assert not crashes, crashes
 
 
-@pytest.fixture()
-def kubeconfig(kube, tmp_path, monkeypatch) -> None:
-    """Point the operator's login (Kopf's and the kubernetes client's) at the emulator, as a kubeconfig would."""
+def write_kubeconfig(url: str, path: Path) -> Path:
+    """A kubeconfig for the emulator, without credentials, the way the operator logs in in production."""
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "kmock", "cluster": {"server": str(kube.url).rstrip("/")}}],
+        "clusters": [{"name": "kmock", "cluster": {"server": url.rstrip("/")}}],
         "users": [{"name": "test", "user": {}}],
         "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test", "namespace": NAMESPACE}}],
         "current-context": "kmock",
     }
-    path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture()
+def kubeconfig(kube, tmp_path, monkeypatch) -> None:
+    """Point the operator's login (Kopf's and the kubernetes client's) at the emulator, as a kubeconfig would."""
+    path = write_kubeconfig(str(kube.url), tmp_path / "kubeconfig")
     monkeypatch.setenv("KUBECONFIG", str(path))
     # The kubernetes client reads KUBECONFIG once, at import; a real process sets it before that.
     monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))

@@ -31,7 +31,6 @@ stock emulator.
 import copy
 import datetime
 import itertools
-import json
 import random
 import string
 import uuid

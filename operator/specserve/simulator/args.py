@@ -16,6 +16,7 @@ from typing import Any
 from specserve import vllm
 from specserve.simulator import speculative
 from specserve.simulator.speculative import Speculation
+from specserve.simulator.workload import Workload
 
 DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 KV_CACHE_DTYPES = (
@@ -84,16 +85,10 @@ SIM_ENV_PREFIX = "SPECSERVE_SIM_"
 
 
 @dataclass(frozen=True)
-class SimOptions:
-    """Simulator-only knobs; the traffic ones can also be changed at runtime (PUT /sim/traffic)."""
+class SimOptions(Workload):
+    """Simulator-only knobs: the starting workload (changeable at runtime, PUT /sim/traffic) and the fixed ones."""
 
     seed: int = 0
-    qps: float = 0.0
-    temperature: float = 0.7
-    acceptance: float | None = None
-    echo: float = 0.3
-    prompt_tokens: int = 512
-    max_tokens: int = 256
     time_scale: float = 0.05
     gpu_memory_gib: float = 80.0
 

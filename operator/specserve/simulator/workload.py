@@ -6,10 +6,8 @@ Validated here for PUT /sim/traffic; the --sim-* options (args.py) apply the sam
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
-
-from specserve.simulator.args import SimOptions
 
 
 @dataclass(frozen=True)
@@ -24,8 +22,9 @@ class Workload:
     max_tokens: int = 256
 
     @classmethod
-    def from_options(cls, sim: SimOptions) -> Workload:
-        return cls(sim.qps, sim.temperature, sim.acceptance, sim.echo, sim.prompt_tokens, sim.max_tokens)
+    def from_options(cls, sim: Workload) -> Workload:
+        """The workload part of the simulator's options (SimOptions extends Workload)."""
+        return cls(**{f.name: getattr(sim, f.name) for f in fields(cls)})
 
     def changed(self, changes: dict[str, Any]) -> Workload:
         """A copy with some fields changed; ValueError names the first bad one."""
