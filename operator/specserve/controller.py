@@ -281,7 +281,7 @@ async def owned_object_changed(type: str | None, body: kopf.Body, memo: kopf.Mem
     if serving is None or serving["metadata"].get("deletionTimestamp") or not _owned_by(dict(body), serving["metadata"].get("uid")):
         return
     status = serving.get("status") or {}
-    if not accepted_as_is(serving):
+    if refused(serving):
         return  # a spec the serving's own handler refused: its previous objects are left as they are
     try:
         spec = api.SpeculativeServingSpec.model_validate(serving.get("spec") or {})
@@ -289,6 +289,8 @@ async def owned_object_changed(type: str | None, body: kopf.Body, memo: kopf.Mem
         desired = render.render(owner_of(serving), spec, state, render.RenderOptions(pod_monitor_api=memo.get("pod_monitor_api", False)))
     except (pydantic.ValidationError, render.RenderError):
         return
+    if planner.verdict(planner.plan(spec, speculation=state.speculation)).blocking:
+        return  # reconcile refuses it too, perhaps not yet recorded
     wanted = next((o for o in desired if o["kind"] == body["kind"] and o["metadata"]["name"] == body["metadata"]["name"]), None)
     if wanted is None:
         return
@@ -302,6 +304,13 @@ async def owned_object_changed(type: str | None, body: kopf.Body, memo: kopf.Mem
             logger.info("restored %s after it was %s", _describe(wanted), what)
     if body["kind"] == "Deployment" and type != "DELETED":
         await refresh_availability(client, serving, spec, state)
+
+
+def refused(serving: dict[str, Any]) -> bool:
+    """Whether reconcile refused the serving's current generation. A generation it has not judged yet is not
+    refused: its handler renders the same objects, so a hand edit meanwhile is still put back."""
+    accepted = _find_condition(serving.get("status") or {}, "Accepted") or {}
+    return accepted.get("status") == "False" and accepted.get("observedGeneration") == serving["metadata"].get("generation")
 
 
 def accepted_as_is(serving: dict[str, Any]) -> bool:

@@ -95,3 +95,13 @@ def test_a_changed_argument_is_drift():
     wanted = {"spec": {"template": {"spec": {"containers": [{"name": "vllm", "args": ["a", "b"]}]}}}}
     live = {"spec": {"template": {"spec": {"containers": [{"name": "vllm", "args": ["a"]}]}}}}
     assert not controller.is_subset(wanted, live)
+
+
+def test_only_a_judged_generation_counts_as_refused():
+    def serving(status, observed, generation=2):
+        return {"metadata": {"generation": generation}, "status": {"conditions": [controller.condition("Accepted", status, "X", "", observed)]}}
+
+    assert controller.refused(serving("False", 2))
+    assert not controller.refused(serving("False", 1))  # a newer spec, not judged yet
+    assert not controller.refused(serving("True", 2))
+    assert not controller.refused({"metadata": {"generation": 1}, "status": {}})
