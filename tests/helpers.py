@@ -5,11 +5,12 @@ Kept small; each test module states its own behaviour.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from specserve import crd
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
@@ -37,15 +38,4 @@ def serving(name: str = "demo", namespace: str = "default", **spec_overrides: An
     }
 
 
-def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
-    """Fill in schema defaults the way the API server does before validation."""
-    value = copy.deepcopy(value)
-    if isinstance(value, dict) and "properties" in schema:
-        for name, prop in schema["properties"].items():
-            if name not in value and "default" in prop:
-                value[name] = copy.deepcopy(prop["default"])
-            if name in value:
-                value[name] = apply_defaults(prop, value[name])
-    elif isinstance(value, list) and "items" in schema:
-        value = [apply_defaults(schema["items"], item) for item in value]
-    return value
+apply_defaults = crd.fill_defaults  # the API server's defaulting, as the CRD generator applies it

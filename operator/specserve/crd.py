@@ -27,7 +27,36 @@ _DROPPED_KEYS = {"title", "$defs", "discriminator"}
 def openapi_schema(model: type[api.Model]) -> dict[str, Any]:
     """Structural OpenAPI v3 schema of a model, with its rules and those of every nested model."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
-    return _structural(raw, raw.get("$defs", {}), _rules_by_title(model))
+    return _complete_defaults(_structural(raw, raw.get("$defs", {}), _rules_by_title(model)))
+
+
+def fill_defaults(schema: dict[str, Any], value: Any) -> Any:
+    """value with the schema's defaults filled in, at every depth, the way the API server defaults an object."""
+    value = copy.deepcopy(value)
+    if isinstance(value, dict) and "properties" in schema:
+        for name, prop in schema["properties"].items():
+            if name not in value and "default" in prop:
+                value[name] = copy.deepcopy(prop["default"])
+            if name in value:
+                value[name] = fill_defaults(prop, value[name])
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        value = [fill_defaults(schema["items"], item) for item in value]
+    return value
+
+
+def _complete_defaults(schema: dict[str, Any]) -> dict[str, Any]:
+    """Spell out every object default with its nested defaults filled in.
+
+    The API server checks a default against the schema and its CEL rules as written, before nested defaults
+    apply: `default: {}` on a section whose rules read its fields is refused ("no such key").
+    """
+    for prop in schema.get("properties", {}).values():
+        _complete_defaults(prop)
+    if isinstance(schema.get("items"), dict):
+        _complete_defaults(schema["items"])
+    if isinstance(schema.get("default"), dict):
+        schema["default"] = fill_defaults(schema, schema["default"])
+    return schema
 
 
 def _rules_by_title(model: type[api.Model]) -> dict[str, list[dict[str, str]]]:

@@ -54,10 +54,10 @@ def test_schema_is_structural():
             assert node["exclusiveMinimum"] is True and "minimum" in node, path
 
 
-def test_optional_sections_default_so_nested_defaults_apply():
+def test_optional_sections_default_to_their_fields_spelled_out():
     spec = root_schema()["properties"]["spec"]["properties"]
     for section in ("gpu", "engine", "healthPolicy", "baseline", "monitoring"):
-        assert spec[section].get("default") == {}, section
+        assert spec[section]["default"] == apply_defaults(spec[section], {}) != {}, section
     defaulted = apply_defaults(root_schema(), serving())
     assert defaulted["spec"]["healthPolicy"]["disableBelowAcceptance"] == 0.5
     assert defaulted["spec"]["engine"]["image"] == api.DEFAULT_IMAGE
@@ -76,7 +76,11 @@ def cel_failures(schema, value):
     env = celpy.Environment()
     failures = []
     for rule in schema.get("x-kubernetes-validations", []):
-        result = env.program(env.compile(rule["rule"])).evaluate({"self": celpy.json_to_cel(value)})
+        try:
+            result = env.program(env.compile(rule["rule"])).evaluate({"self": celpy.json_to_cel(value)})
+        except celpy.CELEvalError as error:  # the API server refuses a rule that cannot be evaluated
+            failures.append(f"{error.args[0]} evaluating rule: {rule['message']}")
+            continue
         if not bool(result):
             failures.append(rule["message"])
     if isinstance(value, dict):
@@ -87,6 +91,24 @@ def cel_failures(schema, value):
         for item in value:
             failures += cel_failures(schema["items"], item)
     return failures
+
+
+def defaults_with_rules(schema, path="$"):
+    for node_path, node in walk(schema, path):
+        if "default" in node:
+            yield node_path, node
+
+
+@pytest.mark.parametrize("path", [p for p, _ in defaults_with_rules(root_schema())], ids=str)
+def test_every_default_passes_the_cel_rules_as_written(path):
+    """The API server checks a default against the rules before nested defaults apply: no defaulting here."""
+    node = dict(defaults_with_rules(root_schema()))[path]
+    assert cel_failures(node, node["default"]) == []
+
+
+def test_a_bare_object_default_would_be_refused_like_the_api_server_refuses_it():
+    policy = root_schema()["properties"]["spec"]["properties"]["healthPolicy"]
+    assert any("no such member" in f and "windowSeconds must be at least intervalSeconds" in f for f in cel_failures(policy, {}))
 
 
 def mutate(obj, path, value):
