@@ -16,7 +16,7 @@ import pydantic
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
-from specserve import api, health, kube, metrics, planner, render
+from specserve import api, availability, health, kube, metrics, planner, render
 from specserve.conditions import condition, find as _find_condition, merge_conditions
 from specserve.settings import OperatorSettings
 from specserve.telemetry import TELEMETRY
@@ -390,39 +390,21 @@ def serving_status(
     spec: api.SpeculativeServingSpec,
 ) -> dict[str, Any]:
     """Status fields derived from the Deployments' own status: Ready, Progressing, phase and the effective state."""
-    ready, progressing, detail = _availability(deployments)
+    found = availability.assess(deployments)
     now_conditions = [
-        condition("Ready", "True" if ready else "False", "Available" if ready else "NotAvailable", detail, generation),
-        condition("Progressing", "True" if progressing else "False", "RollingOut" if progressing else "Stable", detail, generation),
+        *own,
+        condition("Ready", "True" if found.ready else "False", found.ready_reason, found.detail, generation),
+        condition("Progressing", "True" if found.progressing else "False", found.progressing_reason, found.detail, generation),
     ]
-    now_conditions = [*own, *now_conditions]
-    phase = "Ready" if ready else ("Progressing" if progressing else ("Pending" if not deployments else "Degraded"))
     return {
         "observedGeneration": generation,
-        "phase": phase,
+        "phase": found.phase,
         "conditions": merge_conditions(status.get("conditions", []), now_conditions),
         "speculation": "On" if state.speculation else "Off",
         "activeVariant": render.resolve_target(spec, state).variant,
         "effectiveNumSpeculativeTokens": (state.num_speculative_tokens or spec.speculation.num_speculative_tokens) if state.speculation else 0,
         "health": {"specActiveVariant": health.intended_variant(spec)},  # merged into status.health
     }
-
-
-def _availability(deployments: list[dict[str, Any]]) -> tuple[bool, bool, str]:
-    if not deployments:
-        return False, True, "no Deployments yet"
-    ready, progressing, parts = True, False, []
-    for dep in deployments:
-        want = dep.get("spec", {}).get("replicas", 1)
-        st = dep.get("status") or {}
-        available, updated = st.get("availableReplicas", 0), st.get("updatedReplicas", 0)
-        current = st.get("observedGeneration") == dep["metadata"].get("generation")
-        if not current or updated < want or st.get("replicas", 0) > want:
-            progressing = True
-        if available < want or not current:
-            ready = False
-        parts.append(f"{dep['metadata']['name']}: {available}/{want} available")
-    return ready, progressing, "; ".join(parts)
 
 
 # ---------------------------------------------------------------- entry point

@@ -20,6 +20,9 @@ SHM_VOLUME = "dshm"
 CACHE_VOLUME = "model-cache"
 
 
+PROGRESS_MARGIN_SECONDS = 600  # scheduling and pulling a multi-GB vLLM image, beyond the model's load time
+
+
 class RenderError(ValueError):
     """The spec passed schema validation but cannot be turned into objects (the operator's own judgement)."""
 
@@ -154,6 +157,9 @@ def deployment(owner: Owner, spec: api.SpeculativeServingSpec, state: DecisionSt
             "selector": {"matchLabels": selector_labels(owner.name, role)},
             # GPUs are scarce: replace pods in place instead of asking for a surge replica's GPUs.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+            # Loading a model may take the whole startup timeout: only past it (plus scheduling and image pull) is
+            # a rollout stuck, so the serving does not turn Degraded while a large model loads.
+            "progressDeadlineSeconds": spec.engine.startup_timeout_seconds + PROGRESS_MARGIN_SECONDS,
             "template": {
                 "metadata": {"labels": {**spec.engine.pod_labels, **labels}, "annotations": annotations},
                 "spec": _pod_spec(spec, target, args),

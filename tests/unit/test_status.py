@@ -9,11 +9,17 @@ LADDER = api.SpeculativeServingSpec.model_validate(
 )
 
 
-def deployment(name="demo", replicas=1, available=1, updated=1, generation=1, observed=1):
+def deployment(name="demo", replicas=1, available=1, updated=1, generation=1, observed=1, progressing=("True", "NewReplicaSetAvailable"), failure=None):
+    """A Deployment status in the shape the Deployment controller writes."""
+    conditions = [{"type": "Available", "status": "True" if available >= replicas else "False", "reason": "MinimumReplicasAvailable"}]
+    if progressing:
+        conditions.append({"type": "Progressing", "status": progressing[0], "reason": progressing[1], "message": "ReplicaSet \"demo-1\" ..."})
+    if failure:
+        conditions.append({"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": failure})
     return {
         "metadata": {"name": name, "generation": generation},
         "spec": {"replicas": replicas},
-        "status": {"availableReplicas": available, "updatedReplicas": updated, "replicas": replicas, "observedGeneration": observed},
+        "status": {"availableReplicas": available, "updatedReplicas": updated, "replicas": replicas, "observedGeneration": observed, "conditions": conditions},
     }
 
 
@@ -34,9 +40,44 @@ def test_progressing_while_a_rollout_is_under_way():
     assert conditions(status)["Ready"]["status"] == "False"
 
 
-def test_degraded_when_rolled_out_but_unavailable():
-    status = controller.serving_status({}, [deployment(available=0)], 1, [], render.DecisionState(), SPEC)
+def test_a_new_deployment_whose_pods_are_loading_is_progressing_not_degraded():
+    loading = deployment(available=0, updated=1, progressing=("True", "NewReplicaSetCreated"))
+    status = controller.serving_status({}, [loading], 1, [], render.DecisionState(), SPEC)
+    assert status["phase"] == "Progressing"
+    assert conditions(status)["Progressing"]["status"] == "True" and conditions(status)["Ready"]["reason"] == "RollingOut"
+
+
+def test_a_deployment_the_controller_has_not_yet_seen_is_progressing():
+    status = controller.serving_status({}, [deployment(available=0, updated=0, observed=0, progressing=None)], 1, [], render.DecisionState(), SPEC)
+    assert status["phase"] == "Progressing"
+
+
+def test_degraded_when_the_progress_deadline_is_exceeded():
+    stuck = deployment(available=0, progressing=("False", "ProgressDeadlineExceeded"))
+    status = controller.serving_status({}, [stuck], 1, [], render.DecisionState(), SPEC)
     assert status["phase"] == "Degraded"
+    assert conditions(status)["Ready"]["reason"] == "ProgressDeadlineExceeded" and conditions(status)["Progressing"]["status"] == "False"
+
+
+def test_degraded_when_pods_cannot_be_created():
+    status = controller.serving_status({}, [deployment(available=0, progressing=("True", "ReplicaSetUpdated"), failure="pods exceed quota")], 1, [], render.DecisionState(), SPEC)
+    assert status["phase"] == "Degraded" and "exceed quota" in conditions(status)["Ready"]["message"]
+
+
+def test_degraded_when_availability_is_lost_after_the_rollout_completed():
+    status = controller.serving_status({}, [deployment(replicas=2, available=1, updated=2)], 1, [], render.DecisionState(), SPEC)
+    assert status["phase"] == "Degraded" and conditions(status)["Ready"]["reason"] == "LostAvailability"
+
+
+def test_scaling_down_is_progressing():
+    shrinking = deployment(replicas=1, available=1, updated=1)
+    shrinking["status"]["replicas"] = 2
+    status = controller.serving_status({}, [shrinking], 1, [], render.DecisionState(), SPEC)
+    assert status["phase"] == "Progressing"
+
+
+def test_no_deployments_yet_is_pending():
+    assert controller.serving_status({}, [], 1, [], render.DecisionState(), SPEC)["phase"] == "Pending"
 
 
 def test_effective_state_is_reported():

@@ -1,0 +1,94 @@
+"""Helpers for tests on a real API server: waiting, reading objects, events and phase histories.
+
+Plain functions over specserve's own thin client (kube.Kube), so every e2e module speaks to the cluster the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from typing import Any, Callable
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from specserve import api, kube as k
+
+SERVINGS = "/apis/specserve.dev/v1alpha1/namespaces/{ns}/speculativeservings"
+
+
+def eventually(check: Callable[[], Any], timeout: float = 90.0, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+def create(kube: k.Kube, namespace: str, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+    obj = copy.deepcopy(obj)
+    obj["metadata"]["namespace"] = namespace
+    query = [("dryRun", "All")] if dry_run else []
+    return kube._call("POST", SERVINGS.format(ns=namespace), body=obj, query=query)
+
+
+def get(kube: k.Kube, kind: k.Kind, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        return kube._call("GET", kind.path(namespace, name))
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def status_of(kube: k.Kube, namespace: str, name: str) -> dict[str, Any]:
+    return (get(kube, k.SERVINGS, namespace, name) or {}).get("status") or {}
+
+
+def condition_of(kube: k.Kube, namespace: str, name: str, type_: str) -> dict[str, Any] | None:
+    return next((c for c in status_of(kube, namespace, name).get("conditions", []) if c["type"] == type_), None)
+
+
+def events_of(kube: k.Kube, namespace: str, name: str) -> list[dict[str, Any]]:
+    return kube._call("GET", f"/api/v1/namespaces/{namespace}/events", query=[("fieldSelector", f"involvedObject.name={name}")])["items"]
+
+
+def warnings_of(kube: k.Kube, namespace: str, name: str) -> list[dict[str, Any]]:
+    return [e for e in events_of(kube, namespace, name) if e["type"] == "Warning"]
+
+
+def merge_patch(kube: k.Kube, path: str, patch: dict[str, Any]) -> dict[str, Any]:
+    return kube._call("PATCH", path, body=patch, content_type=k.MERGE)
+
+
+class PhaseRecorder:
+    """Every phase a serving's status passes through, from a watch: no status write goes unseen."""
+
+    def __init__(self, kube: k.Kube, namespace: str, name: str) -> None:
+        self.namespace, self.name = namespace, name
+        self.api = kubernetes.client.CustomObjectsApi(kube.client)
+        self.phases: list[str] = []
+        self._watch = kubernetes.watch.Watch()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "PhaseRecorder":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._watch.stop()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        stream = self._watch.stream(
+            self.api.list_namespaced_custom_object, api.GROUP, api.VERSION, self.namespace, api.PLURAL,
+            field_selector=f"metadata.name={self.name}", timeout_seconds=600,
+        )
+        for event in stream:
+            phase = (event["object"].get("status") or {}).get("phase")
+            if phase and (not self.phases or self.phases[-1] != phase):
+                self.phases.append(phase)
