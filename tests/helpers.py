@@ -5,6 +5,7 @@ Kept small; each test module states its own behaviour.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +40,34 @@ def serving(name: str = "demo", namespace: str = "default", **spec_overrides: An
 
 
 apply_defaults = crd.fill_defaults  # the API server's defaulting, as the CRD generator applies it
+
+
+def mutate(obj: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
+    obj = copy.deepcopy(obj)
+    node = obj
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    return obj
+
+
+BASE = serving(name="demo")
+# One object per CEL rule of the CRD (and the valid ones it must let through), shared by unit and e2e tests.
+CEL_CASES = {
+    "valid ngram": BASE,
+    "draft_model without draft": mutate(BASE, ["spec", "speculation"], {"method": "draft_model"}),
+    "eagle3 with draft": mutate(BASE, ["spec", "speculation"], {"method": "eagle3", "draft": {"model": "org/head"}}),
+    "ngram with draft": mutate(BASE, ["spec", "speculation", "draft"], {"model": "org/d"}),
+    "ngram window on another method": mutate(BASE, ["spec", "speculation"], {"method": "suffix", "ngram": {"promptLookupMin": 2}}),
+    "ngram window reversed": mutate(BASE, ["spec", "speculation", "ngram"], {"promptLookupMin": 5, "promptLookupMax": 2}),
+    "thresholds reversed": mutate(BASE, ["spec", "healthPolicy"], {"disableBelowAcceptance": 0.7, "watchBelowAcceptance": 0.6}),
+    "probation above its cap": mutate(BASE, ["spec", "healthPolicy"], {"probationSeconds": 7200, "maxProbationSeconds": 3600}),
+    "window shorter than the interval": mutate(BASE, ["spec", "healthPolicy"], {"intervalSeconds": 120, "windowSeconds": 60}),
+    "duplicate variants": mutate(BASE, ["spec", "target", "variants"], [{"name": "a", "model": "x/y"}, {"name": "a", "model": "x/z"}]),
+    "undeclared active variant": mutate(mutate(BASE, ["spec", "target", "variants"], [{"name": "a", "model": "x/y"}]), ["spec", "target", "activeVariant"], "b"),
+    "draft tp mismatch": mutate(mutate(BASE, ["spec", "speculation"], {"method": "draft_model", "draft": {"model": "o/d", "tensorParallelSize": 3}}), ["spec", "gpu"], {"count": 4}),
+    "gpu in resources": mutate(BASE, ["spec", "engine"], {"resources": {"requests": {"nvidia.com/gpu": 1}}}),
+    "name too long": mutate(BASE, ["metadata", "name"], "x" * 43),
+    "name with a dot": mutate(BASE, ["metadata", "name"], "qwen2.5-7b"),
+    "name starting with a digit": mutate(BASE, ["metadata", "name"], "7b-chat"),
+}

@@ -36,6 +36,7 @@ class Rule:
     cel: str
     message: str
     check: Callable[[Any], bool]
+    field: str | None = None  # the field the API server names when the rule fails (CEL fieldPath), relative to the object
 
 
 class Model(BaseModel):
@@ -135,8 +136,8 @@ def _active_variant_declared(target: "TargetModel") -> bool:
 
 class TargetModel(Model):
     rules = (
-        Rule("self.variants.all(v, self.variants.exists_one(w, w.name == v.name))", "variant names must be unique", _variant_names_unique),
-        Rule("!has(self.activeVariant) || self.variants.exists(v, v.name == self.activeVariant)", "activeVariant must name one of spec.target.variants", _active_variant_declared),
+        Rule("self.variants.all(v, self.variants.exists_one(w, w.name == v.name))", "variant names must be unique", _variant_names_unique, ".variants"),
+        Rule("!has(self.activeVariant) || self.variants.exists(v, v.name == self.activeVariant)", "activeVariant must name one of spec.target.variants", _active_variant_declared, ".activeVariant"),
     )
 
     model: str = Field(pattern=MODEL_REF_PATTERN, max_length=256, description="Target checkpoint: HF id, hf://, pvc://claim/path or an absolute path. Used when no variants are declared.")
@@ -173,7 +174,7 @@ class DraftModel(Model):
 
 
 class NgramSettings(Model):
-    rules = (Rule("self.promptLookupMin <= self.promptLookupMax", "promptLookupMin must not exceed promptLookupMax", lambda n: n.prompt_lookup_min <= n.prompt_lookup_max),)
+    rules = (Rule("self.promptLookupMin <= self.promptLookupMax", "promptLookupMin must not exceed promptLookupMax", lambda n: n.prompt_lookup_min <= n.prompt_lookup_max, ".promptLookupMin"),)
 
     prompt_lookup_min: int = Field(default=2, ge=1, le=16, description="Smallest n-gram matched in the prompt.")
     prompt_lookup_max: int = Field(default=4, ge=1, le=16, description="Largest n-gram matched in the prompt.")
@@ -193,9 +194,9 @@ def _ngram_only_for_ngram(s: "Speculation") -> bool:
 
 class Speculation(Model):
     rules = (
-        Rule("!(self.method in ['draft_model', 'eagle', 'eagle3']) || has(self.draft)", "speculation.draft is required for methods draft_model, eagle and eagle3", _draft_when_needed),
-        Rule("!(self.method in ['ngram', 'suffix']) || !has(self.draft)", "speculation.draft must not be set for methods ngram and suffix", _no_draft_when_modelless),
-        Rule("!has(self.ngram) || self.method == 'ngram'", "speculation.ngram applies only to method ngram", _ngram_only_for_ngram),
+        Rule("!(self.method in ['draft_model', 'eagle', 'eagle3']) || has(self.draft)", "speculation.draft is required for methods draft_model, eagle and eagle3", _draft_when_needed, ".draft"),
+        Rule("!(self.method in ['ngram', 'suffix']) || !has(self.draft)", "speculation.draft must not be set for methods ngram and suffix", _no_draft_when_modelless, ".draft"),
+        Rule("!has(self.ngram) || self.method == 'ngram'", "speculation.ngram applies only to method ngram", _ngram_only_for_ngram, ".ngram"),
     )
 
     method: SpeculationMethod = Field(description="Proposer: draft_model, eagle, eagle3, ngram, mtp or suffix.")
@@ -224,8 +225,8 @@ IntOrString = int | str
 
 class Resources(Model):
     rules = (
-        Rule("!has(self.limits) || !('nvidia.com/gpu' in self.limits)", "set GPUs with spec.gpu.count, not in engine.resources", lambda r: "nvidia.com/gpu" not in (r.limits or {})),
-        Rule("!has(self.requests) || !('nvidia.com/gpu' in self.requests)", "set GPUs with spec.gpu.count, not in engine.resources", lambda r: "nvidia.com/gpu" not in (r.requests or {})),
+        Rule("!has(self.limits) || !('nvidia.com/gpu' in self.limits)", "set GPUs with spec.gpu.count, not in engine.resources", lambda r: "nvidia.com/gpu" not in (r.limits or {}), ".limits"),
+        Rule("!has(self.requests) || !('nvidia.com/gpu' in self.requests)", "set GPUs with spec.gpu.count, not in engine.resources", lambda r: "nvidia.com/gpu" not in (r.requests or {}), ".requests"),
     )
 
     requests: dict[str, IntOrString] | None = Field(default=None, max_length=16)
@@ -272,9 +273,9 @@ class Engine(Model):
 
 class HealthPolicy(Model):
     rules = (
-        Rule("self.disableBelowAcceptance < self.watchBelowAcceptance", "disableBelowAcceptance must be lower than watchBelowAcceptance", lambda p: p.disable_below_acceptance < p.watch_below_acceptance),
-        Rule("self.probationSeconds <= self.maxProbationSeconds", "probationSeconds must not exceed maxProbationSeconds", lambda p: p.probation_seconds <= p.max_probation_seconds),
-        Rule("self.windowSeconds >= self.intervalSeconds", "windowSeconds must be at least intervalSeconds", lambda p: p.window_seconds >= p.interval_seconds),
+        Rule("self.disableBelowAcceptance < self.watchBelowAcceptance", "disableBelowAcceptance must be lower than watchBelowAcceptance", lambda p: p.disable_below_acceptance < p.watch_below_acceptance, ".disableBelowAcceptance"),
+        Rule("self.probationSeconds <= self.maxProbationSeconds", "probationSeconds must not exceed maxProbationSeconds", lambda p: p.probation_seconds <= p.max_probation_seconds, ".probationSeconds"),
+        Rule("self.windowSeconds >= self.intervalSeconds", "windowSeconds must be at least intervalSeconds", lambda p: p.window_seconds >= p.interval_seconds, ".windowSeconds"),
     )
 
     mode: HealthMode = Field(default=HealthMode.ENFORCE, description="Enforce acts on decisions; Observe only records and announces them.")
@@ -318,6 +319,7 @@ class SpeculativeServingSpec(Model):
             " || (self.speculation.method != 'draft_model' && self.speculation.draft.tensorParallelSize == 1)",
             "speculation.draft.tensorParallelSize must equal gpu.count for draft_model (vLLM requires the same tensor parallel size), and be 1 or gpu.count for other methods",
             _draft_tp_matches,
+            ".speculation.draft.tensorParallelSize",
         ),
     )
 

@@ -111,11 +111,11 @@ async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger) 
         objects = render.render(owner_of(body), spec, state, render.RenderOptions(pod_monitor_api=memo.get("pod_monitor_api", False)))
     except (pydantic.ValidationError, render.RenderError) as error:
         reason = getattr(error, "reason", "InvalidSpec")
-        return await _reject(client, body, reason, f"{api.describe_error(error, prefix='spec.')}; the previous objects keep serving")
+        return await _reject(client, body, reason, api.describe_error(error, prefix="spec."))
     budget = planner.verdict(planner.plan(spec, speculation=state.speculation))
     memory = condition("MemoryBudget", budget.status, budget.reason, budget.message, generation)
     if budget.blocking:
-        return await _reject(client, body, "MemoryBudgetExceeded", f"{budget.message}; nothing applied, the previous objects keep serving", [memory])
+        return await _reject(client, body, "MemoryBudgetExceeded", budget.message, [memory])
     _announce_budget(body, status, memory)
     try:
         for obj in objects:
@@ -126,19 +126,25 @@ async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger) 
             return await _reject(client, body, "ApplyRejected", f"the API server rejected the rendered objects: {_api_message(error)}")
         raise kopf.TemporaryError(f"applying objects failed ({error.status}): {_api_message(error)}", delay=RETRY_DELAY_SECONDS) from error
     deployments = await client.list(kube.DEPLOYMENTS, meta["namespace"], {render.SERVING_LABEL: meta["name"], **MANAGED})
-    accepted = condition("Accepted", "True", "Applied", f"{len(objects)} objects applied with server-side apply", generation)
+    applied = f"{len(objects)} objects applied with server-side apply"
+    forgotten = forgotten_variant(spec, status)
+    accepted = condition("Accepted", "True", "VariantFallback", f"{forgotten}; {applied}", generation) if forgotten else condition("Accepted", "True", "Applied", applied, generation)
     written = await client.update_serving_status(
         meta["namespace"], meta["name"], lambda latest: serving_status(latest, deployments, generation, [accepted, memory], state, spec)
     )
+    if forgotten:
+        kopf.event(body, type="Warning", reason="UnknownVariant", message=forgotten[:1024])
     if status.get("observedGeneration") != generation or (_find_condition(status, "Accepted") or {}).get("status") != "True":
         kopf.event(body, type="Normal", reason="Applied", message=f"applied {', '.join(_describe(o) for o in objects)}")
     logger.info("reconciled generation %s: %s", generation, (written or {}).get("phase"))
     return written
 
 
-async def _reject(client: kube.Kube, body: dict[str, Any], reason: str, message: str, extra: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+async def _reject(client: kube.Kube, body: dict[str, Any], reason: str, problem: str, extra: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
     """Record a problem only the operator can see: a condition, and one Warning event per distinct problem."""
     generation = body["metadata"].get("generation")
+    serving_before = await client.get(kube.DEPLOYMENTS, body["metadata"]["namespace"], render.deployment_name(body["metadata"]["name"], render.ROLE_SPECULATIVE))
+    message = f"{problem}; nothing applied" + ("; the objects applied earlier keep serving" if serving_before else "")
     accepted = condition("Accepted", "False", reason, message, generation)
     previous: dict[str, Any] = {}
 
@@ -373,6 +379,17 @@ def _same_quantity(wanted: Any, live: Any) -> bool:
 def owner_of(body: dict[str, Any]) -> render.Owner:
     meta = body["metadata"]
     return render.Owner(name=meta["name"], namespace=meta["namespace"], uid=meta.get("uid", ""))
+
+
+def forgotten_variant(spec: api.SpeculativeServingSpec, status: dict[str, Any]) -> str | None:
+    """Why the variant the health loop chose is no longer served (the spec dropped it), or None."""
+    chosen = status.get("activeVariant")
+    declared = [v.name for v in spec.target.variants]
+    if chosen is None or chosen in declared:
+        return None
+    instead = f"variant {health.intended_variant(spec)!r}" if declared else "spec.target.model"
+    listed = f"spec.target.variants ({', '.join(declared)})" if declared else "spec.target.variants (now empty)"
+    return f"status.activeVariant {chosen!r}, chosen earlier by the health loop, is no longer among {listed}; serving {instead} instead"
 
 
 def decision_state(spec: api.SpeculativeServingSpec, status: dict[str, Any]) -> render.DecisionState:

@@ -66,7 +66,7 @@ def _rules_by_title(model: type[api.Model]) -> dict[str, list[dict[str, str]]]:
         current = pending.pop()
         if current.__name__ in found:
             continue
-        found[current.__name__] = [{"rule": r.cel, "message": r.message} for r in current.rules]
+        found[current.__name__] = [{"rule": r.cel, "message": r.message, **({"fieldPath": r.field} if r.field else {})} for r in current.rules]
         for field in current.model_fields.values():
             pending.extend(_nested_models(field.annotation))
     return found

@@ -72,6 +72,8 @@ class PhaseRecorder:
         self.namespace, self.name = namespace, name
         self.api = kubernetes.client.CustomObjectsApi(kube.client)
         self.phases: list[str] = []
+        self.error: Exception | None = None
+        self._stopping = False
         self._watch = kubernetes.watch.Watch()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -80,15 +82,22 @@ class PhaseRecorder:
         return self
 
     def __exit__(self, *_: Any) -> None:
+        self._stopping = True
         self._watch.stop()
         self._thread.join(10)
+        if self.error is not None:
+            raise AssertionError(f"the watch of {self.namespace}/{self.name} broke off: {self.error!r}")
 
     def _run(self) -> None:
         stream = self._watch.stream(
             self.api.list_namespaced_custom_object, api.GROUP, api.VERSION, self.namespace, api.PLURAL,
             field_selector=f"metadata.name={self.name}", timeout_seconds=600,
         )
-        for event in stream:
-            phase = (event["object"].get("status") or {}).get("phase")
-            if phase and (not self.phases or self.phases[-1] != phase):
-                self.phases.append(phase)
+        try:
+            for event in stream:
+                phase = (event["object"].get("status") or {}).get("phase")
+                if phase and (not self.phases or self.phases[-1] != phase):
+                    self.phases.append(phase)
+        except Exception as error:  # noqa: BLE001 - a broken watch fails the test in __exit__, unless it was stopped
+            if not self._stopping:
+                self.error = error

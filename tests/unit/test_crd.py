@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from specserve import api, crd
-from tests.helpers import EXAMPLES, ROOT, apply_defaults, load_example, serving
+from tests.helpers import CEL_CASES as CASES, EXAMPLES, ROOT, apply_defaults, load_example, serving
 
 COMMITTED = ROOT / "crds" / "specserve.dev_speculativeservings.yaml"
 
@@ -109,33 +109,6 @@ def test_every_default_passes_the_cel_rules_as_written(path):
 def test_a_bare_object_default_would_be_refused_like_the_api_server_refuses_it():
     policy = root_schema()["properties"]["spec"]["properties"]["healthPolicy"]
     assert any("no such member" in f and "windowSeconds must be at least intervalSeconds" in f for f in cel_failures(policy, {}))
-
-
-def mutate(obj, path, value):
-    obj = copy.deepcopy(obj)
-    node = obj
-    for key in path[:-1]:
-        node = node.setdefault(key, {})
-    node[path[-1]] = value
-    return obj
-
-
-BASE = serving(name="demo")
-CASES = {
-    "valid ngram": BASE,
-    "draft_model without draft": mutate(BASE, ["spec", "speculation"], {"method": "draft_model"}),
-    "eagle3 with draft": mutate(BASE, ["spec", "speculation"], {"method": "eagle3", "draft": {"model": "org/head"}}),
-    "ngram with draft": mutate(BASE, ["spec", "speculation", "draft"], {"model": "org/d"}),
-    "ngram window reversed": mutate(BASE, ["spec", "speculation", "ngram"], {"promptLookupMin": 5, "promptLookupMax": 2}),
-    "thresholds reversed": mutate(BASE, ["spec", "healthPolicy"], {"disableBelowAcceptance": 0.7, "watchBelowAcceptance": 0.6}),
-    "duplicate variants": mutate(BASE, ["spec", "target", "variants"], [{"name": "a", "model": "x/y"}, {"name": "a", "model": "x/z"}]),
-    "undeclared active variant": mutate(mutate(BASE, ["spec", "target", "variants"], [{"name": "a", "model": "x/y"}]), ["spec", "target", "activeVariant"], "b"),
-    "draft tp mismatch": mutate(mutate(BASE, ["spec", "speculation"], {"method": "draft_model", "draft": {"model": "o/d", "tensorParallelSize": 3}}), ["spec", "gpu"], {"count": 4}),
-    "gpu in resources": mutate(BASE, ["spec", "engine"], {"resources": {"requests": {"nvidia.com/gpu": 1}}}),
-    "name too long": mutate(BASE, ["metadata", "name"], "x" * 43),
-    "name with a dot": mutate(BASE, ["metadata", "name"], "qwen2.5-7b"),
-    "name starting with a digit": mutate(BASE, ["metadata", "name"], "7b-chat"),
-}
 
 
 @pytest.mark.parametrize("case", list(CASES), ids=str)

@@ -146,3 +146,17 @@ def test_only_a_judged_generation_counts_as_refused():
     assert not controller.refused(serving("False", 1))  # a newer spec, not judged yet
     assert not controller.refused(serving("True", 2))
     assert not controller.refused({"metadata": {"generation": 1}, "status": {}})
+
+
+def test_a_variant_the_spec_dropped_is_named_with_what_is_served_instead():
+    message = controller.forgotten_variant(LADDER, {"activeVariant": "fp8"})
+    assert "'fp8'" in message and "int4, bf16" in message and "serving variant 'int4'" in message
+
+
+def test_a_declared_or_absent_active_variant_is_not_forgotten():
+    assert controller.forgotten_variant(LADDER, {"activeVariant": "bf16"}) is None
+    assert controller.forgotten_variant(LADDER, {}) is None
+
+
+def test_dropping_every_variant_falls_back_to_the_target_model():
+    assert "serving spec.target.model" in controller.forgotten_variant(SPEC, {"activeVariant": "bf16"})

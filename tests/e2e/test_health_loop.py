@@ -1,0 +1,179 @@
+"""The health loop end to end on the real API server: simulators run with the live Deployments' args, the real Prometheus.
+
+Acceptance drops -> the operator process turns speculation off in the Deployment, back on after probation; Observe never does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from specserve import health, kube as k, render
+from tests.e2e.cluster import condition_of, create, events_of, eventually, get, status_of
+from tests.e2e.conftest import delete_servings_then_namespace, new_namespace
+from tests.e2e.operator_process import running_operator
+from tests.helpers import serving
+from tests.integration.simulator_process import request, running_simulator
+from tests.support.prometheus import Prometheus, Target
+
+NAME = "hl"
+POLL_INTERVAL_SECONDS = 1
+POLICY: dict[str, Any] = {
+    "intervalSeconds": 5,
+    "windowSeconds": 30,
+    "minDraftTokens": 50,
+    "consecutiveBreaches": 2,
+    "cooldownSeconds": 10,
+    "probationSeconds": 20,
+    "maxProbationSeconds": 60,
+}
+GPU = {"count": 1, "product": "L40S"}
+# Floor of the reaction time: the rate window has to turn over (about half of it for the mean to cross),
+# then the consecutive breaches, plus one evaluation interval and one poll of slack.
+EXPECTED_REACTION = POLICY["windowSeconds"] + POLICY["consecutiveBreaches"] * POLICY["intervalSeconds"] + 2 * POLICY["intervalSeconds"]
+SPECULATIVE_CONFIG = "--speculative-config"
+
+
+@dataclass
+class HealthLoop:
+    """One serving on the real API server, its simulators, the Prometheus scraping them and the operator judging them."""
+
+    namespace: str
+    urls: dict[str, str]  # role -> simulator base URL
+
+
+@contextlib.contextmanager
+def running_health_loop(kube: k.Kube, tmp_path: Path, label: str, spec: dict[str, Any], sim_args: dict[str, list[str]]) -> Iterator[HealthLoop]:
+    """A fresh namespace and operator; once the serving's Deployments exist, one simulator per role runs with their
+    args, scraped with the labels the documented relabel rules give. Servings are deleted while the operator runs."""
+    namespace = new_namespace(kube, f"specserve-{label}")
+    prometheus = Prometheus(tmp_path, [])  # its port, hence the operator's --prometheus-url, is fixed before it starts
+    args = ["--namespace", namespace, "--prometheus-url", prometheus.url, "--poll-interval", str(POLL_INTERVAL_SECONDS)]
+    try:
+        with running_operator(label, args), contextlib.ExitStack() as simulators:
+            try:
+                create(kube, namespace, serving(name=NAME, **spec))
+                urls = {role: simulators.enter_context(running_simulator(*live_args(kube, namespace, role), *extra)) for role, extra in sim_args.items()}
+                prometheus.targets = [
+                    Target(url.removeprefix("http://"), {"namespace": namespace, "serving": NAME, "role": role}) for role, url in urls.items()
+                ]
+                prometheus.start()
+                yield HealthLoop(namespace, urls)
+            finally:
+                prometheus.stop()
+                delete_servings_then_namespace(kube, namespace)
+    finally:
+        kube._call("DELETE", f"/api/v1/namespaces/{namespace}")
+
+
+def live_deployment(kube: k.Kube, namespace: str, role: str) -> dict[str, Any] | None:
+    return get(kube, k.DEPLOYMENTS, namespace, render.deployment_name(NAME, role))
+
+
+def live_args(kube: k.Kube, namespace: str, role: str) -> list[str]:
+    """The vLLM args of the role's Deployment as the operator applied it (its --host/--port are overridden later)."""
+    deployment = eventually(lambda: live_deployment(kube, namespace, role), timeout=60)
+    return container_args(deployment)
+
+
+def container_args(deployment: dict[str, Any]) -> list[str]:
+    return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def speculating(kube: k.Kube, namespace: str) -> bool:
+    return SPECULATIVE_CONFIG in container_args(live_deployment(kube, namespace, render.ROLE_SPECULATIVE) or {})
+
+
+def put_traffic(base_url: str, **changes: Any) -> None:
+    status, body = request(base_url, "/sim/traffic", changes, method="PUT")
+    assert status == 200, body
+
+
+def with_reason(kube: k.Kube, namespace: str, reason: str) -> list[dict[str, Any]]:
+    return [e for e in events_of(kube, namespace, NAME) if e["reason"] == reason]
+
+
+def is_true(kube: k.Kube, namespace: str, type_: str) -> bool:
+    return (condition_of(kube, namespace, NAME, type_) or {}).get("status") == "True"
+
+
+def ready_and_measured(kube: k.Kube, namespace: str) -> bool:
+    return status_of(kube, namespace, NAME).get("phase") == "Ready" and is_true(kube, namespace, "Ready") and is_true(kube, namespace, "MetricsAvailable")
+
+
+def seconds(text: str) -> float:
+    value = health.parse_time(text)
+    assert value is not None
+    return value
+
+
+@pytest.mark.timeout(240)
+def test_live_deployment_loses_speculation_when_acceptance_drops_and_regains_it_after_probation(kube, crd_installed, tmp_path):
+    spec = {"gpu": GPU, "healthPolicy": POLICY, "baseline": {"replicas": 1}}
+    sim_args = {
+        render.ROLE_SPECULATIVE: ["--sim-qps", "10", "--sim-temperature", "0", "--sim-acceptance", "0.8"],
+        render.ROLE_BASELINE: ["--sim-qps", "10"],
+    }
+    with running_health_loop(kube, tmp_path, "health-enforce", spec, sim_args) as loop:
+        ns = loop.namespace
+        eventually(lambda: ready_and_measured(kube, ns), timeout=90)
+        assert speculating(kube, ns)
+        observation = eventually(lambda: (o := status_of(kube, ns, NAME).get("observation") or {}).get("baselineP99TpotSeconds") and o, timeout=30)
+        assert 0.6 < observation["acceptanceRate"] <= 1.0 and observation["baselineP99TpotSeconds"] > 0
+
+        put_traffic(loop.urls[render.ROLE_SPECULATIVE], acceptance=0.25)
+        dropped = time.monotonic()
+        eventually(lambda: not speculating(kube, ns), timeout=EXPECTED_REACTION + 30)
+        reaction = time.monotonic() - dropped
+        assert reaction <= EXPECTED_REACTION + 15, f"took {reaction:.1f}s, floor {EXPECTED_REACTION}s"
+        status = status_of(kube, ns, NAME)
+        disabled = status["decisions"][-1]
+        assert status["speculation"] == "Off" and status["effectiveNumSpeculativeTokens"] == 0
+        assert disabled["action"] == "disable_speculation" and disabled["enforced"] is True
+        announced = eventually(lambda: with_reason(kube, ns, "SpeculationDisabled"), timeout=10)
+        quoted = re.search(r"acceptance (\d\.\d{3}) below 0\.50 for 2 consecutive evaluations", announced[0]["message"])
+        assert quoted and float(quoted.group(1)) < 0.5, announced[0]["message"]
+        assert announced[0]["type"] == "Warning" and announced[0]["message"] == disabled["reason"]
+
+        put_traffic(loop.urls[render.ROLE_SPECULATIVE], acceptance=0.8)
+        eventually(lambda: speculating(kube, ns), timeout=POLICY["probationSeconds"] + 20)
+        status = status_of(kube, ns, NAME)
+        reenabled = status["decisions"][-1]
+        assert status["speculation"] == "On" and reenabled["action"] == "enable_speculation" and reenabled["enforced"] is True
+        assert seconds(reenabled["time"]) - seconds(disabled["time"]) >= POLICY["probationSeconds"]
+        assert "probation of 20s over" in eventually(lambda: with_reason(kube, ns, "SpeculationReenabled"), timeout=10)[0]["message"]
+        disabled_events = with_reason(kube, ns, "SpeculationDisabled")
+        assert len(disabled_events) == 1 and disabled_events[0].get("count", 1) == 1
+        assert not with_reason(kube, ns, "DriftReverted"), "the operator's own rewrite is not drift"
+
+
+@pytest.mark.timeout(180)
+def test_observe_mode_records_and_announces_a_decision_but_never_changes_the_deployment(kube, crd_installed, tmp_path):
+    spec = {"gpu": GPU, "healthPolicy": {**POLICY, "mode": "Observe"}}
+    sim_args = {render.ROLE_SPECULATIVE: ["--sim-qps", "10", "--sim-temperature", "0", "--sim-acceptance", "0.25"]}
+    with running_health_loop(kube, tmp_path, "health-observe", spec, sim_args) as loop:
+        ns = loop.namespace
+        eventually(lambda: status_of(kube, ns, NAME).get("phase") == "Ready", timeout=90)
+        before = live_deployment(kube, ns, render.ROLE_SPECULATIVE)
+        assert before is not None and SPECULATIVE_CONFIG in container_args(before)
+
+        def observed_decisions() -> list[dict[str, Any]]:
+            return [d for d in status_of(kube, ns, NAME).get("decisions") or [] if d["action"] == "disable_speculation"]
+
+        first = eventually(observed_decisions, timeout=60)[0]
+        assert first["enforced"] is False and first["speculation"] is False
+        announced = eventually(lambda: with_reason(kube, ns, "SpeculationDisabled"), timeout=10)[0]
+        assert announced["message"].startswith("Observe mode, not applied: acceptance 0.")
+        eventually(lambda: len(observed_decisions()) >= 2, timeout=POLICY["cooldownSeconds"] + 4 * POLICY["intervalSeconds"])  # the loop goes on judging
+
+        after = live_deployment(kube, ns, render.ROLE_SPECULATIVE)
+        assert after is not None and container_args(after) == container_args(before)
+        assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+        assert status_of(kube, ns, NAME)["speculation"] == "On"
