@@ -78,8 +78,18 @@ class PhaseRecorder:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> "PhaseRecorder":
+        # List first, then watch from that version: nothing written after __enter__ returns is missed.
+        listed = self.api.list_namespaced_custom_object(api.GROUP, api.VERSION, self.namespace, api.PLURAL, field_selector=f"metadata.name={self.name}")
+        for item in listed["items"]:
+            self._record(item)
+        self._version = listed["metadata"]["resourceVersion"]
         self._thread.start()
         return self
+
+    def _record(self, obj: dict[str, Any]) -> None:
+        phase = (obj.get("status") or {}).get("phase")
+        if phase and (not self.phases or self.phases[-1] != phase):
+            self.phases.append(phase)
 
     def __exit__(self, *_: Any) -> None:
         self._stopping = True
@@ -91,13 +101,11 @@ class PhaseRecorder:
     def _run(self) -> None:
         stream = self._watch.stream(
             self.api.list_namespaced_custom_object, api.GROUP, api.VERSION, self.namespace, api.PLURAL,
-            field_selector=f"metadata.name={self.name}", timeout_seconds=600,
+            field_selector=f"metadata.name={self.name}", resource_version=self._version, timeout_seconds=600,
         )
         try:
             for event in stream:
-                phase = (event["object"].get("status") or {}).get("phase")
-                if phase and (not self.phases or self.phases[-1] != phase):
-                    self.phases.append(phase)
+                self._record(event["object"])
         except Exception as error:  # noqa: BLE001 - a broken watch fails the test in __exit__, unless it was stopped
             if not self._stopping:
                 self.error = error

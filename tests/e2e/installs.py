@@ -10,10 +10,12 @@ import json
 import os
 import re
 import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -35,13 +37,27 @@ def kubectl(*args: str, stdin: str | None = None, kubeconfig: Path | None = None
     return result
 
 
-def shell(script: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """A documented command block, run by bash exactly as written (kubectl from PATH, or where pip put it)."""
+def shell(script: str, timeout: float = 120, meanwhile: Callable[[], None] | None = None) -> str:
+    """A documented command block, run by bash exactly as written (kubectl from PATH, or where pip put it); its output.
+
+    MEANWHILE, if given, is called every 0.2 s while the commands run (to play the part of the cluster's other actors).
+    """
     kubectl_dir = str(Path(tools.binary("kubectl")).parent)
     env = {**os.environ, "PATH": os.pathsep.join([os.environ.get("PATH", ""), kubectl_dir])}
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
-    assert result.returncode == 0, f"documented commands exited {result.returncode}:\n{script}\n{result.stderr}{result.stdout}"
-    return result
+    with tempfile.TemporaryFile("w+") as output:
+        process = subprocess.Popen(["bash", "-euo", "pipefail", "-c", script], stdout=output, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env)
+        deadline = time.monotonic() + timeout
+        while process.poll() is None and time.monotonic() < deadline:
+            if meanwhile is not None:
+                meanwhile()
+            time.sleep(0.2)
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        output.seek(0)
+        text = output.read()
+    assert process.returncode == 0, f"documented commands exited {process.returncode} (-9: killed after {timeout:.0f}s):\n{script}\n{text}"
+    return text
 
 
 def yaml_stream(objects: list[dict[str, Any]]) -> str:
@@ -77,20 +93,35 @@ def delete(objects: list[dict[str, Any]], timeout: float = 120) -> None:
     kubectl("delete", "-f", "-", "--ignore-not-found", "--wait=true", f"--timeout={int(timeout)}s", stdin=yaml_stream(ordered), timeout=timeout + 30)
 
 
+class Created:
+    """The objects a test creates; `cleanup()` deletes them when the test ends, whatever happened."""
+
+    def __init__(self) -> None:
+        self.objects: list[dict[str, Any]] = []
+        self.before: set[tuple[str, str, str]] = set()
+
+    def expect(self, objects: list[dict[str, Any]]) -> None:
+        """OBJECTS are about to be applied; those that already exist now (another install's) are left in place afterwards."""
+        self.before |= existing(objects)
+        self.objects += objects
+
+    def own(self, objects: list[dict[str, Any]]) -> None:
+        """OBJECTS were made by this test under names of its own: always deleted."""
+        self.objects += objects
+
+
 @contextlib.contextmanager
-def removed_afterwards(objects: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    """Yields a list to extend with more objects; on exit deletes every listed object that did not exist before.
+def cleanup() -> Iterator[Created]:
+    """Deletes what the block created and waits until it is gone (namespaces too), so the cluster can be reused.
 
     The SpeculativeServing CRD is never deleted: the session's other e2e tests need it (test_uninstall.py re-installs it).
     """
-    tracked = list(objects)
-    before = existing(tracked)
+    created = Created()
     try:
-        yield tracked
+        yield created
     finally:
-        created = [o for o in tracked if key(o) not in before and not (o["kind"] == "CustomResourceDefinition" and o["metadata"]["name"] == SERVING_CRD)]
-        unique = list({key(o): o for o in created}.values())
-        delete(unique)
+        doomed = {key(o): o for o in created.objects if key(o) not in created.before and key(o) != ("CustomResourceDefinition", "", SERVING_CRD)}
+        delete(list(doomed.values()))
 
 
 def apply_server_side(objects: list[dict[str, Any]]) -> str:

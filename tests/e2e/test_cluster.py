@@ -27,6 +27,7 @@ from tests.e2e.cluster import (
     warnings_of,
 )
 from tests.helpers import CEL_CASES, EXAMPLES, load_example, serving
+from tests.install.test_argocd_health import evaluate as argocd_health
 
 HEALTHY_PHASES = {"Pending", "Progressing", "Ready"}
 L40S = {"count": 1, "product": "L40S"}
@@ -156,6 +157,7 @@ def test_every_example_reaches_ready_through_progressing_and_never_degraded(kube
         eventually(lambda: status_of(kube, namespace, name).get("phase") == "Ready", timeout=90)
     assert recorder.phases[0] in ("Pending", "Progressing") and recorder.phases[-1] == "Ready", recorder.phases
     assert set(recorder.phases) <= HEALTHY_PHASES, recorder.phases
+    assert argocd_health(get(kube, k.SERVINGS, namespace, name))[0] == "Healthy"
     deployment = get(kube, k.DEPLOYMENTS, namespace, name)
     service = get(kube, k.SERVICES, namespace, name)
     for owned in (deployment, service):
@@ -177,6 +179,7 @@ def test_an_unschedulable_serving_stays_progressing_not_degraded(kube, namespace
     own = {c["type"]: c for c in deployment["status"]["conditions"]}
     assert own["Progressing"]["status"] == "True" and deployment["status"].get("availableReplicas", 0) == 0
     assert condition_of(kube, namespace, "unschedulable", "Ready")["reason"] == "RollingOut"
+    assert argocd_health(get(kube, k.SERVINGS, namespace, "unschedulable"))[0] == "Progressing"
     assert deployment["spec"]["progressDeadlineSeconds"] == api.Engine().startup_timeout_seconds + render.PROGRESS_MARGIN_SECONDS
     delete_serving(kube, namespace, "unschedulable")
 
@@ -210,6 +213,7 @@ def test_lost_availability_is_degraded_and_recovery_ready_again(kube, namespace,
         _set_pod_ready(kube, pod, False)
         eventually(lambda: status_of(kube, namespace, "flaky").get("phase") == "Degraded")
         assert condition_of(kube, namespace, "flaky", "Ready")["reason"] == "LostAvailability"
+        assert argocd_health(get(kube, k.SERVINGS, namespace, "flaky"))[0] == "Degraded"
         _set_pod_ready(kube, pod, True)
         eventually(lambda: status_of(kube, namespace, "flaky").get("phase") == "Ready")
     assert recorder.phases == ["Ready", "Degraded", "Ready"], recorder.phases

@@ -47,6 +47,11 @@ class HealthLoop:
 
     namespace: str
     urls: dict[str, str]  # role -> simulator base URL
+    scraped_since: float  # time.monotonic() when Prometheus started scraping
+
+    def wait_for_full_window(self) -> None:
+        """Until the rate window holds nothing but scraped data, as in a steady production state."""
+        time.sleep(max(0.0, self.scraped_since + POLICY["windowSeconds"] - time.monotonic()))
 
 
 @contextlib.contextmanager
@@ -65,7 +70,7 @@ def running_health_loop(kube: k.Kube, tmp_path: Path, label: str, spec: dict[str
                     Target(url.removeprefix("http://"), {"namespace": namespace, "serving": NAME, "role": role}) for role, url in urls.items()
                 ]
                 prometheus.start()
-                yield HealthLoop(namespace, urls)
+                yield HealthLoop(namespace, urls, time.monotonic())
             finally:
                 prometheus.stop()
                 delete_servings_then_namespace(kube, namespace)
@@ -127,11 +132,12 @@ def test_live_deployment_loses_speculation_when_acceptance_drops_and_regains_it_
         assert speculating(kube, ns)
         observation = eventually(lambda: (o := status_of(kube, ns, NAME).get("observation") or {}).get("baselineP99TpotSeconds") and o, timeout=30)
         assert 0.6 < observation["acceptanceRate"] <= 1.0 and observation["baselineP99TpotSeconds"] > 0
+        loop.wait_for_full_window()
 
         put_traffic(loop.urls[render.ROLE_SPECULATIVE], acceptance=0.25)
         dropped = time.monotonic()
         eventually(lambda: not speculating(kube, ns), timeout=EXPECTED_REACTION + 30)
-        reaction = time.monotonic() - dropped
+        reaction = time.monotonic() - dropped; print(f"REACTION {reaction:.1f}s")
         assert reaction <= EXPECTED_REACTION + 15, f"took {reaction:.1f}s, floor {EXPECTED_REACTION}s"
         status = status_of(kube, ns, NAME)
         disabled = status["decisions"][-1]
