@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kubernetes.client.exceptions import ApiException
 
 from tests.e2e.operator_process import running_operator
 
@@ -78,15 +79,26 @@ def delete_servings_then_namespace(kube, namespace: str) -> None:
     servings = f"/apis/specserve.dev/v1alpha1/namespaces/{namespace}/speculativeservings"
     kube._call("DELETE", servings)
     deadline = time.monotonic() + 60
-    while kube._call("GET", servings)["items"] and time.monotonic() < deadline:
+    while kube._call("GET", servings)["items"]:
+        if time.monotonic() > deadline:
+            pytest.fail(f"SpeculativeServings in {namespace} were not deleted within 60s (is the operator running?)")
         time.sleep(0.5)
+    delete_namespace(kube, namespace)
+
+
+def delete_namespace(kube, namespace: str) -> None:
+    try:
+        kube._call("DELETE", f"/api/v1/namespaces/{namespace}")
+    except ApiException as error:
+        if error.status != 404:
+            raise
 
 
 @pytest.fixture(scope="session")
 def namespace(kube, crd_installed):
     name = new_namespace(kube, "specserve-e2e")
     yield name
-    kube._call("DELETE", f"/api/v1/namespaces/{name}")
+    delete_namespace(kube, name)
 
 
 @pytest.fixture(scope="session")
