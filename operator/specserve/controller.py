@@ -253,21 +253,27 @@ async def act_on_health(body: dict[str, Any], spec: api.SpeculativeServingSpec, 
     def build(latest: dict[str, Any]) -> dict[str, Any]:
         return {**outcome.status, "conditions": merge_conditions(latest.get("conditions") or [], outcome.status["conditions"])}
 
-    await client.update_serving_status(meta["namespace"], meta["name"], build)
-    if outcome.event is not None:
-        type_, reason, message = outcome.event
-        kopf.event(body, type=type_, reason=reason, message=message[:1024])
-    if outcome.decision.action != "keep":
-        logger.info("health: %s (%s)", outcome.decision.action, outcome.decision.reason)
-    if outcome.render_state is None:
-        return
-    options = render.RenderOptions(pod_monitor_api=memo.get("pod_monitor_api", False))
+    key = (meta["namespace"], meta["name"])
+    acting: set[tuple[str, str]] = memo.setdefault("acting", set())
+    acting.add(key)  # between the status write and the apply, a Deployment event is not drift: see owned_object_changed
     try:
-        for obj in render.render(owner_of(body), spec, outcome.render_state, options):
-            await client.apply(obj)
-    except (render.RenderError, ApiException) as error:
-        kopf.event(body, type="Warning", reason="ApplyFailed", message=f"decision {outcome.decision.action} recorded but not yet applied: {error}"[:1024])
-        raise
+        await client.update_serving_status(meta["namespace"], meta["name"], build)
+        if outcome.event is not None:
+            type_, reason, message = outcome.event
+            kopf.event(body, type=type_, reason=reason, message=message[:1024])
+        if outcome.decision.action != "keep":
+            logger.info("health: %s (%s)", outcome.decision.action, outcome.decision.reason)
+        if outcome.render_state is None:
+            return
+        options = render.RenderOptions(pod_monitor_api=memo.get("pod_monitor_api", False))
+        try:
+            for obj in render.render(owner_of(body), spec, outcome.render_state, options):
+                await client.apply(obj)
+        except (render.RenderError, ApiException) as error:
+            kopf.event(body, type="Warning", reason="ApplyFailed", message=f"decision {outcome.decision.action} recorded but not yet applied: {error}"[:1024])
+            raise
+    finally:
+        acting.discard(key)
 
 
 # ---------------------------------------------------------------- owned objects: drift and availability
@@ -282,6 +288,8 @@ async def owned_object_changed(type: str | None, body: kopf.Body, memo: kopf.Mem
     if not owner_name or type is None:
         return
     namespace = body["metadata"]["namespace"]
+    if (namespace, owner_name) in memo.get("acting", set()):
+        return  # the health loop is applying a decision it has just recorded; its apply is not drift to revert
     client: kube.Kube = memo["kube"]
     serving = await client.get(kube.SERVINGS, namespace, owner_name)
     if serving is None or serving["metadata"].get("deletionTimestamp") or not _owned_by(dict(body), serving["metadata"].get("uid")):
