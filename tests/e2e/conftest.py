@@ -31,7 +31,7 @@ def cluster_problem() -> str | None:
     return f"KUBECONFIG names files that do not exist: {', '.join(missing)}" if missing else None
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def real_cluster_required():
     """A test that skips in CI does not exist: there, no cluster is a failure."""
     problem = cluster_problem()

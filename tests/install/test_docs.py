@@ -47,3 +47,26 @@ def test_kustomize_overlay_in_the_install_guide_builds_and_retargets_the_operato
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "registry.example.com/specserve:0.1.0"
     assert {"name": "SPECSERVE_PROMETHEUS_URL", "value": "http://prometheus.monitoring.svc:9090"} in container["env"]
+
+
+def sh_blocks(text: str) -> list[str]:
+    return re.findall(r"```sh\n(.*?)```", text, re.S)
+
+
+def test_readme_gives_the_install_guides_command_for_a_hung_uninstall() -> None:
+    """tests/e2e/test_uninstall.py runs the guide's command on a real API server; the README must quote the same one."""
+    guide = (DOCS / "install.md").read_text()
+    hung = guide[guide.index("### If the uninstall hangs") :]
+    (command,) = [line for block in sh_blocks(hung)[:1] for line in block.splitlines() if "finalizers" in line]
+    assert f"`{command}`" in (ROOT / "README.md").read_text()
+
+
+def test_every_documented_uninstall_deletes_the_servings_before_the_operator() -> None:
+    guide = (DOCS / "install.md").read_text()
+    section = guide[guide.index("## Uninstall") : guide.index("### If the uninstall hangs")]
+    blocks = [b for b in sh_blocks(section) if "uninstall" in b or "delete -k" in b]
+    readme = [b for b in sh_blocks((ROOT / "README.md").read_text()) if "helm uninstall" in b]
+    assert len(blocks) == 2 and len(readme) == 1
+    for block in blocks + readme:
+        first = block.strip().splitlines()[0]
+        assert first.startswith("kubectl delete sps --all -A"), block
