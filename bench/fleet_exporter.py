@@ -11,7 +11,7 @@ import re
 import time
 from pathlib import Path
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"  # the real vLLM captures, vendored
 KEEP = re.compile(
     r"^vllm:(spec_decode_num_\w+_total|request_time_per_output_token_seconds_(bucket|sum|count)|time_to_first_token_seconds_(bucket|sum|count)"
     r"|request_success_total|num_requests_running|num_requests_waiting|kv_cache_usage_perc)\{"

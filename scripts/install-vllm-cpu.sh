@@ -15,15 +15,18 @@ set -euo pipefail
 PY="${PYTHON:-python3}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VLLM_VERSION="0.33.0"
-# The CPU build of torch is served by pip's find-links (/opt/wheels) on the
-# project machines. vLLM 0.33.0 declares torch==2.14.0; 2.13.0+cpu is enough for
-# the parser/config code. The "+cpu" local version never matches a PyPI (CUDA)
-# wheel, so this can't silently pull the GPU build. Override with TORCH_SPEC=...
+# vLLM 0.33.0 declares torch==2.14.0; 2.13.0+cpu is enough for the parser/config
+# code. The "+cpu" local version never matches a PyPI (CUDA) wheel, so this can't
+# silently pull the GPU build. Where the wheel comes from:
+#   * pip's configured sources first (on the project machines, a find-links
+#     wheel directory, /opt/wheels);
+#   * else PyTorch's CPU wheel index, TORCH_INDEX_URL (default below).
+# Override the version with TORCH_SPEC=..., the index with TORCH_INDEX_URL=...
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0+cpu}"
+TORCH_INDEX_URL="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
 
-pip_install() {
-  "$PY" -m pip install --disable-pip-version-check --quiet "$@"
-}
+# shellcheck source=scripts/pip-install.sh
+source "$HERE/pip-install.sh"  # pip_install: pip install --quiet, vllm's expected resolver conflicts summed up in one line
 
 echo "[install-vllm-cpu] python: $("$PY" -c 'import sys; print(sys.executable, sys.version.split()[0])')"
 
@@ -32,7 +35,10 @@ if "$PY" -c 'import sys, torch; sys.exit(0 if torch.version.cuda is None else 1)
   echo "[install-vllm-cpu] CPU torch already present: $("$PY" -c 'import torch; print(torch.__version__)')"
 else
   echo "[install-vllm-cpu] installing $TORCH_SPEC"
-  pip_install "$TORCH_SPEC"
+  if ! pip_install "$TORCH_SPEC" 2>/dev/null; then
+    echo "[install-vllm-cpu] $TORCH_SPEC is not in pip's configured sources; trying $TORCH_INDEX_URL (set TORCH_INDEX_URL or TORCH_SPEC to choose)"
+    pip_install --extra-index-url "$TORCH_INDEX_URL" "$TORCH_SPEC"
+  fi
 fi
 
 # 2. vLLM itself and xgrammar (+ its tvm-ffi runtime) WITHOUT dependencies:
@@ -42,8 +48,9 @@ echo "[install-vllm-cpu] installing vllm==$VLLM_VERSION xgrammar apache-tvm-ffi 
 pip_install --no-deps "vllm==$VLLM_VERSION" "xgrammar==0.2.8" "apache-tvm-ffi==0.1.11"
 
 # 3. The import-time dependencies, with normal resolution.
-#    pip then prints "vllm 0.33.0 requires ... which is not installed" /
-#    "xgrammar requires triton": expected, those are deliberately left out.
+#    pip then lists "vllm 0.33.0 requires ... which is not installed" /
+#    "xgrammar requires triton" under an ERROR line and exits 0: expected, those
+#    are deliberately left out; pip_install prints one note line instead.
 echo "[install-vllm-cpu] installing import-time deps from vllm-cpu-requirements.txt"
 pip_install -r "$HERE/vllm-cpu-requirements.txt" || {
   echo "[install-vllm-cpu] pip failed installing vllm-cpu-requirements.txt" >&2

@@ -15,6 +15,7 @@ from specserve import crd
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
+FIXTURES = ROOT / "tests" / "fixtures"  # real vLLM /metrics captures and GPU measurements (see its README.md)
 
 
 def load_example(path: Path) -> dict[str, Any]:

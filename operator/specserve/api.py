@@ -59,6 +59,8 @@ class Model(BaseModel):
 
 def name_problem(name: str) -> str | None:
     """Why a SpeculativeServing name cannot be used (the CRD's root CEL rules say the same), or None."""
+    if not name:
+        return "metadata.name is required"
     if len(name) > MAX_NAME_LENGTH:
         return f"metadata.name must be at most {MAX_NAME_LENGTH} characters (the operator derives Deployment and pod names from it)"
     if not re.match(NAME_PATTERN, name):
@@ -69,8 +71,13 @@ def name_problem(name: str) -> str | None:
 def describe_error(error: Exception, prefix: str = "") -> str:
     """One clause per problem, each naming the field in the API's own spelling (prefix says where it sits)."""
     if isinstance(error, ValidationError):
-        return "; ".join(f"{prefix}{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"] for e in error.errors())
+        return "; ".join(f"{prefix}{'.'.join(str(p) for p in e['loc'])}: {_message(e)}" if e["loc"] else _message(e) for e in error.errors())
     return str(error)
+
+
+def _message(error: Any) -> str:
+    """Pydantic's message without the "Value error, " it puts before what a validator raised."""
+    return str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
 
 def section(model: type[Model], description: str) -> Any:

@@ -55,7 +55,7 @@ MANAGED_FLAGS = frozenset(
     }
 )
 
-# Metric names exposed by vLLM's /metrics (see ../shared/fixtures).
+# Metric names exposed by vLLM's /metrics (see the real captures in tests/fixtures).
 SPEC_DRAFTS = "vllm:spec_decode_num_drafts_total"
 SPEC_DRAFT_TOKENS = "vllm:spec_decode_num_draft_tokens_total"
 SPEC_ACCEPTED_TOKENS = "vllm:spec_decode_num_accepted_tokens_total"

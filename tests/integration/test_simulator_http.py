@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from specserve import vllm
+from tests.helpers import FIXTURES
 from tests.integration.simulator_process import environment, request, running_simulator, simulator_command
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 NGRAM_FIXTURE = FIXTURES / "vllm-0.26.0-ngram.metrics.txt"
 BASELINE_FIXTURE = FIXTURES / "vllm-0.26.0-baseline.metrics.txt"
 # The fixtures' server: SmolLM2-135M served as `smol` with --max-model-len 2048 (token-count buckets follow it).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -14,8 +15,9 @@ from tests.helpers import EXAMPLES, load_example
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
 
-def rendered_args():
-    """Every Deployment's args for every example, with speculation on and off."""
+def rendered_args() -> list[Any]:
+    """Every Deployment's args for every example, with speculation on and off (a list: parametrize needs a Collection)."""
+    cases = []
     for path in EXAMPLES:
         document = load_example(path)
         serving = api.SpeculativeServing.model_validate(document)
@@ -24,7 +26,8 @@ def rendered_args():
             for obj in render.render(owner, serving.spec, state):
                 if obj["kind"] == "Deployment":
                     label = f"{path.stem}:{obj['metadata']['name']}:{'on' if state.speculation else 'off'}"
-                    yield pytest.param(obj["spec"]["template"]["spec"]["containers"][0]["args"], id=label)
+                    cases.append(pytest.param(obj["spec"]["template"]["spec"]["containers"][0]["args"], id=label))
+    return cases
 
 
 def refusal(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

@@ -18,5 +18,9 @@ def main(argv: list[str] | None = None, prog: str = "vllm serve") -> int:
     config = args.parse(arguments, prog)
     from specserve.simulator import server  # aiohttp loads only once the arguments are known to be good
 
-    server.serve(config)
+    try:
+        server.serve(config)
+    except server.ListenError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 2
     return 0

@@ -1,6 +1,6 @@
 """vLLM's /metrics families as data: names, types, help, labels and histogram buckets, in exposition order.
 
-Copied from the real vLLM 0.26.0 captures in shared/fixtures; the tests compare the two.
+Copied from the real vLLM 0.26.0 captures in tests/fixtures; the tests compare the two.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ Routes only; the engine runs in runtime.py and request shapes live in completion
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 from typing import Any
 
@@ -44,16 +46,33 @@ def build_app(config: ServeConfig) -> web.Application:
     return app
 
 
+class ListenError(Exception):
+    """The server could not open its listening socket (port in use, address not local, no permission)."""
+
+
 def serve(config: ServeConfig) -> None:
+    """Serve until stopped; raises ListenError when the address cannot be bound, before anything was served."""
     spec = config.speculation
     speculation = f"{spec.method}, k={spec.num_speculative_tokens}" if spec else "off"
-    print(
+    banner = (
         f"specserve simulator: serving {config.model} as {config.model_name!r} on http://{config.host}:{config.port} "
-        f"(speculation: {speculation}; time scale {config.sim.time_scale}; synthetic qps {config.sim.qps})",
-        file=sys.stderr,
-        flush=True,
+        f"(speculation: {speculation}; time scale {config.sim.time_scale}; synthetic qps {config.sim.qps})"
     )
-    web.run_app(build_app(config), host=config.host, port=config.port, print=None, access_log=None)
+    listening = False
+
+    def announce(_: str) -> None:  # aiohttp calls this once the socket listens
+        nonlocal listening
+        listening = True
+        print(banner, file=sys.stderr, flush=True)
+
+    try:
+        web.run_app(build_app(config), host=config.host, port=config.port, print=announce, access_log=None)
+    except OSError as error:
+        if listening:
+            raise
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        hint = " (another server holds the port; choose one with --port)" if error.errno == errno.EADDRINUSE else ""
+        raise ListenError(f"cannot listen on {config.host}:{config.port}: {reason}{hint}") from None
 
 
 async def health(request: web.Request) -> web.Response:

@@ -1,0 +1,197 @@
+"""`specserve` on bad input: one line on stderr naming the file or field, exit code 2, never a traceback.
+
+Runs the real command: main(argv) in-process for file handling, the installed entry point in a subprocess for run and simulate.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pydantic
+import pytest
+import yaml
+
+from specserve import api, cli
+from tests.helpers import EXAMPLES, serving
+
+EXAMPLE = next(p for p in EXAMPLES if p.stem == "eagle3-llama-8b")
+
+
+def refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """stderr of a command that must exit 2 with a one-line message and print nothing on stdout."""
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert len(captured.err.strip().splitlines()) == 1, captured.err
+    return captured.err
+
+
+def entry_point() -> str:
+    """The installed `specserve` command (pip install -e . puts it beside the interpreter)."""
+    beside = Path(sys.executable).parent / "specserve"
+    found = str(beside) if beside.exists() else shutil.which("specserve")
+    assert found, "the specserve command is not installed: pip install -e ."
+    return found
+
+
+def specserve(*argv: str, env: dict[str, str] | None = None, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([entry_point(), *argv], input=stdin, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def write(tmp_path: Path, name: str, content: str) -> Path:
+    path = tmp_path / name
+    path.write_text(content)
+    return path
+
+
+# ---------------------------------------------------------------- render and plan: the file itself
+
+
+@pytest.mark.parametrize("command", ["render", "plan"])
+def test_invalid_yaml_names_the_file_and_the_line(command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "broken.yaml", "spec:\n  target: [1, 2\n")
+    message = refused([command, str(path)], capsys)
+    assert f"specserve {command}: {path}: not valid YAML: line 3, column 1: expected ',' or ']'" in message
+
+
+@pytest.mark.parametrize("command", ["render", "plan"])
+def test_missing_file_says_no_such_file(command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert f"{tmp_path / 'absent.yaml'}: no such file" in refused([command, str(tmp_path / "absent.yaml")], capsys)
+
+
+@pytest.mark.parametrize("command", ["render", "plan"])
+def test_directory_is_refused_as_a_directory(command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert f"{tmp_path}: is a directory; give a file" in refused([command, str(tmp_path)], capsys)
+
+
+@pytest.mark.parametrize("command", ["render", "plan"])
+@pytest.mark.parametrize("content", ["", "# only a comment\n", "---\n---\n"])
+def test_file_without_documents_holds_no_speculative_serving(command: str, content: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "empty.yaml", content)
+    assert f"{path}: holds no SpeculativeServing" in refused([command, str(path)], capsys)
+
+
+def test_empty_stdin_holds_no_speculative_serving() -> None:
+    result = specserve("render", "-", stdin="")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == "specserve render: stdin: holds no SpeculativeServing (it has no YAML document)\n"
+
+
+def test_binary_file_is_not_a_text_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "image.yaml"
+    path.write_bytes(b"\xff\xfe\x00binary")
+    assert f"{path}: not a text file" in refused(["render", str(path)], capsys)
+
+
+# ---------------------------------------------------------------- render and plan: the documents
+
+
+@pytest.mark.parametrize("command", ["render", "plan"])
+def test_missing_name_is_required_not_badly_spelled(command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    document = serving()
+    del document["metadata"]["name"]
+    message = refused([command, str(write(tmp_path, "s.yaml", yaml.safe_dump(document)))], capsys)
+    assert "document 1: metadata.name is required" in message and "start with a letter" not in message
+
+
+def test_badly_spelled_name_still_says_what_a_name_may_hold(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    message = refused(["render", str(write(tmp_path, "s.yaml", yaml.safe_dump(serving(name="9lives"))))], capsys)
+    assert "metadata.name must start with a letter" in message
+
+
+def test_rule_violation_reads_without_pydantics_value_error_prefix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    document = serving(target={"model": "org/m", "variants": [{"name": "a", "model": "org/a"}, {"name": "a", "model": "org/b"}]})
+    message = refused(["render", str(write(tmp_path, "s.yaml", yaml.safe_dump(document)))], capsys)
+    assert "document 1: spec.target: variant names must be unique" in message and "Value error" not in message
+
+
+def test_document_that_is_not_a_mapping_says_what_a_serving_is(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    message = refused(["plan", str(write(tmp_path, "s.yaml", "- a\n- b\n"))], capsys)
+    assert "document 1: a SpeculativeServing is a YAML mapping (apiVersion, kind, metadata, spec), not a list" in message
+
+
+def test_second_bad_document_is_named_by_number(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = yaml.safe_dump_all([serving(name="good"), serving(name="Bad")])
+    assert "document 2: metadata.name must start with a letter" in refused(["render", str(write(tmp_path, "s.yaml", text))], capsys)
+
+
+def test_describe_error_strips_the_value_error_prefix_the_operator_reports_too() -> None:
+    with pytest.raises(pydantic.ValidationError) as error:
+        api.SpeculativeServingSpec.model_validate(serving(healthPolicy={"disableBelowAcceptance": 0.7, "watchBelowAcceptance": 0.6})["spec"])
+    assert api.describe_error(error.value, prefix="spec.") == "spec.healthPolicy: disableBelowAcceptance must be lower than watchBelowAcceptance"
+
+
+# ---------------------------------------------------------------- replay
+
+
+def test_replay_of_a_missing_serving_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    observations = write(tmp_path, "obs.jsonl", '{"t": 0}\n')
+    assert f"specserve replay: {tmp_path / 'absent.yaml'}: no such file" in refused(["replay", str(tmp_path / "absent.yaml"), "--observations", str(observations)], capsys)
+
+
+def test_replay_takes_one_serving_not_several(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "two.yaml", yaml.safe_dump_all([serving(name="a"), serving(name="b")]))
+    observations = write(tmp_path, "obs.jsonl", '{"t": 0}\n')
+    assert f"{path}: holds 2 documents; replay takes one SpeculativeServing" in refused(["replay", str(path), "--observations", str(observations)], capsys)
+
+
+def test_replay_of_an_empty_serving_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "empty.yaml", "")
+    assert f"{path}: holds no SpeculativeServing" in refused(["replay", str(path), "--observations", str(path)], capsys)
+
+
+@pytest.mark.parametrize(("observations", "complaint"), [("absent.jsonl", "no such file"), (".", "is a directory; give a file")])
+def test_replay_names_unreadable_observations(observations: str, complaint: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / observations
+    assert f"specserve replay: {path}: {complaint}" in refused(["replay", str(EXAMPLE), "--observations", str(path)], capsys)
+
+
+# ---------------------------------------------------------------- run and simulate, as processes
+
+
+def no_cluster_environment(home: Path, **extra: str) -> dict[str, str]:
+    """This process's environment without any way to a cluster: no KUBECONFIG, an empty HOME, not in a pod."""
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")}
+    return {**env, "HOME": str(home), **extra}
+
+
+def test_run_without_a_cluster_exits_2_at_once(tmp_path: Path) -> None:
+    result = specserve("run", env=no_cluster_environment(tmp_path), timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == "specserve run: no cluster configured: set KUBECONFIG or run in a pod\n"
+
+
+def test_run_with_kubeconfig_naming_no_file_says_so(tmp_path: Path) -> None:
+    result = specserve("run", env=no_cluster_environment(tmp_path, KUBECONFIG=str(tmp_path / "absent")), timeout=30)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"no cluster configured: set KUBECONFIG or run in a pod (KUBECONFIG={tmp_path / 'absent'} names no file)" in result.stderr
+
+
+def test_run_with_a_broken_kubeconfig_names_it(tmp_path: Path) -> None:
+    kubeconfig = write(tmp_path, "config", "apiVersion: v1\nkind: Config\n")
+    result = specserve("run", env=no_cluster_environment(tmp_path, KUBECONFIG=str(kubeconfig)), timeout=30)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"specserve run: KUBECONFIG={kubeconfig}: unusable kubeconfig:" in result.stderr
+
+
+@pytest.mark.parametrize("how", ["specserve simulate", "python -m specserve.simulator"])
+def test_simulate_on_a_busy_port_exits_2(how: str) -> None:
+    program = [entry_point(), "simulate"] if how == "specserve simulate" else [sys.executable, "-m", "specserve.simulator"]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run([*program, "org/model", "--host", "127.0.0.1", "--port", str(port)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "serving org/model" not in result.stderr  # the banner says it serves only once it listens
+
+
+def test_installed_entry_point_prints_no_traceback_for_a_missing_file(tmp_path: Path) -> None:
+    result = specserve("plan", str(tmp_path / "absent.yaml"))
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", f"specserve plan: {tmp_path / 'absent.yaml'}: no such file\n")
