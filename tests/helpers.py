@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from specserve import crd
+from specserve import api, crd, render
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
@@ -38,6 +38,18 @@ def serving(name: str = "demo", namespace: str = "default", **spec_overrides: An
         "metadata": {"name": name, "namespace": namespace},
         "spec": minimal_spec(**spec_overrides),
     }
+
+
+def claims_and_secrets(obj: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """PVCs and Secrets the rendered pods of a serving refer to."""
+    spec = api.SpeculativeServingSpec.model_validate(obj["spec"])
+    claims, secrets = set(), set()
+    for rendered in render.render(render.Owner(obj["metadata"]["name"], "x"), spec, render.DecisionState()):
+        pod = rendered["spec"].get("template", {}).get("spec", {})
+        claims |= {v["persistentVolumeClaim"]["claimName"] for v in pod.get("volumes", []) if "persistentVolumeClaim" in v}
+        for container in pod.get("containers", []):
+            secrets |= {e["valueFrom"]["secretKeyRef"]["name"] for e in container.get("env", []) if "secretKeyRef" in (e.get("valueFrom") or {})}
+    return claims, secrets
 
 
 apply_defaults = crd.fill_defaults  # the API server's defaulting, as the CRD generator applies it

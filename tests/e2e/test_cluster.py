@@ -26,7 +26,7 @@ from tests.e2e.cluster import (
     status_of,
     warnings_of,
 )
-from tests.helpers import CEL_CASES, EXAMPLES, load_example, serving
+from tests.helpers import CEL_CASES, EXAMPLES, claims_and_secrets, load_example, serving
 from tests.install.test_argocd_health import evaluate as argocd_health
 
 HEALTHY_PHASES = {"Pending", "Progressing", "Ready"}
@@ -40,18 +40,6 @@ def args_of(deployment: dict[str, Any]) -> list[str]:
 def delete_serving(kube: k.Kube, namespace: str, name: str) -> None:
     kube._call("DELETE", k.SERVINGS.path(namespace, name))
     eventually(lambda: get(kube, k.SERVINGS, namespace, name) is None, timeout=60)
-
-
-def claims_and_secrets(obj: dict[str, Any]) -> tuple[set[str], set[str]]:
-    """PVCs and Secrets the rendered pods of a serving refer to."""
-    spec = api.SpeculativeServingSpec.model_validate(obj["spec"])
-    claims, secrets = set(), set()
-    for rendered in render.render(render.Owner(obj["metadata"]["name"], "x"), spec, render.DecisionState()):
-        pod = rendered["spec"].get("template", {}).get("spec", {})
-        claims |= {v["persistentVolumeClaim"]["claimName"] for v in pod.get("volumes", []) if "persistentVolumeClaim" in v}
-        for container in pod.get("containers", []):
-            secrets |= {e["valueFrom"]["secretKeyRef"]["name"] for e in container.get("env", []) if "secretKeyRef" in (e.get("valueFrom") or {})}
-    return claims, secrets
 
 
 @pytest.fixture(scope="module")

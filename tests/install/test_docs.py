@@ -70,3 +70,28 @@ def test_every_documented_uninstall_deletes_the_servings_before_the_operator() -
     for block in blocks + readme:
         first = block.strip().splitlines()[0]
         assert first.startswith("kubectl delete sps --all -A"), block
+
+
+def quick_start_block(marker: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    return next(b for b in re.findall(r"```sh\n(.*?)```", readme, re.S) if marker in b)
+
+
+def test_quick_start_creates_every_secret_and_claim_the_examples_refer_to() -> None:
+    from tests.helpers import EXAMPLES, claims_and_secrets, load_example
+
+    commands = quick_start_block("create secret generic")
+    created_secrets = set(re.findall(r"create secret generic (\S+)", commands))
+    created_claims = {doc["metadata"]["name"] for doc in yaml.safe_load_all(commands.split("<<'EOF'\n", 1)[1].split("\nEOF", 1)[0])}
+    for path in EXAMPLES:
+        claims, secrets = claims_and_secrets(load_example(path))
+        assert claims <= created_claims and secrets <= created_secrets, path.name
+        assert load_example(path)["metadata"]["namespace"] == "llm", path.name
+
+
+def test_the_first_example_on_a_cluster_needs_no_gpu() -> None:
+    from tests.helpers import load_example
+
+    first = re.search(r"kubectl apply -f (manifests/examples/\S+)", quick_start_block("kubectl create namespace llm")).group(1)
+    spec = load_example(ROOT / first)["spec"]
+    assert spec["gpu"]["resourceName"] == "" and "simulator" in spec["engine"]["image"]
