@@ -424,7 +424,7 @@ def serving_status(
     return {
         "observedGeneration": generation,
         "phase": found.phase,
-        "conditions": merge_conditions(status.get("conditions", []), now_conditions),
+        "conditions": merge_conditions(status.get("conditions") or [], now_conditions),
         "speculation": "On" if state.speculation else "Off",
         "activeVariant": render.resolve_target(spec, state).variant,
         "effectiveNumSpeculativeTokens": (state.num_speculative_tokens or spec.speculation.num_speculative_tokens) if state.speculation else 0,

@@ -50,7 +50,7 @@ def status_of(kube: k.Kube, namespace: str, name: str) -> dict[str, Any]:
 
 
 def condition_of(kube: k.Kube, namespace: str, name: str, type_: str) -> dict[str, Any] | None:
-    return next((c for c in status_of(kube, namespace, name).get("conditions", []) if c["type"] == type_), None)
+    return next((c for c in status_of(kube, namespace, name).get("conditions") or [] if c["type"] == type_), None)
 
 
 def events_of(kube: k.Kube, namespace: str, name: str) -> list[dict[str, Any]]:

@@ -55,7 +55,7 @@ def apply_crd(kube, crd: dict) -> dict:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         live = kube._call("GET", path)
-        if any(c["type"] == "Established" and c["status"] == "True" for c in live.get("status", {}).get("conditions", [])):
+        if any(c["type"] == "Established" and c["status"] == "True" for c in (live.get("status") or {}).get("conditions") or []):
             return live
         time.sleep(0.5)
     pytest.fail(f"CRD {crd['metadata']['name']} did not become Established within 60s")

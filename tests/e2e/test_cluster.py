@@ -186,7 +186,7 @@ def test_a_deployment_past_its_progress_deadline_reads_as_degraded(kube, namespa
     kube._call("POST", k.DEPLOYMENTS.path(namespace), body=body)
     try:
         stuck = eventually(lambda: (d := get(kube, k.DEPLOYMENTS, namespace, "deadline-probe")) and any(
-            c["reason"] == "ProgressDeadlineExceeded" for c in (d.get("status") or {}).get("conditions", [])) and d, timeout=60)
+            c["reason"] == "ProgressDeadlineExceeded" for c in (d.get("status") or {}).get("conditions") or []) and d, timeout=60)
         found = availability.assess([stuck])
         assert (found.phase, found.ready_reason) == ("Degraded", "ProgressDeadlineExceeded")
     finally:

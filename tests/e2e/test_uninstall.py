@@ -117,12 +117,12 @@ def servings_left(kube: k.Kube, namespace: str) -> set[str]:
 
 def crd_terminating(kube: k.Kube) -> dict[str, Any] | None:
     crd = get_raw(kube, f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{SERVING_CRD}") or {}
-    return next((c for c in crd.get("status", {}).get("conditions", []) if c["type"] == "Terminating" and c["status"] == "True"), None)
+    return next((c for c in (crd.get("status") or {}).get("conditions") or [] if c["type"] == "Terminating" and c["status"] == "True"), None)
 
 
 def namespace_condition(kube: k.Kube, namespace: str, type_: str) -> dict[str, Any] | None:
     found = get_raw(kube, f"/api/v1/namespaces/{namespace}") or {}
-    return next((c for c in found.get("status", {}).get("conditions", []) if c["type"] == type_ and c["status"] == "True"), None)
+    return next((c for c in (found.get("status") or {}).get("conditions") or [] if c["type"] == type_ and c["status"] == "True"), None)
 
 
 def terminating_namespaces(kube: k.Kube) -> list[str]:
