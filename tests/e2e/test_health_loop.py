@@ -21,23 +21,12 @@ from tests.e2e.conftest import delete_namespace, delete_servings_then_namespace,
 from tests.e2e.operator_process import running_operator
 from tests.helpers import serving
 from tests.integration.simulator_process import request, running_simulator
+from tests.support.fast_policy import EXPECTED_REACTION, POLICY
 from tests.support.prometheus import Prometheus, Target
 
 NAME = "hl"
 POLL_INTERVAL_SECONDS = 1
-POLICY: dict[str, Any] = {
-    "intervalSeconds": 5,
-    "windowSeconds": 30,
-    "minDraftTokens": 50,
-    "consecutiveBreaches": 2,
-    "cooldownSeconds": 10,
-    "probationSeconds": 20,
-    "maxProbationSeconds": 60,
-}
 GPU = {"count": 1, "product": "L40S"}
-# Bound on the reaction time: the rate window has to turn over (about half of it for the mean to cross),
-# then the consecutive breaches, plus one evaluation interval and one poll of slack.
-EXPECTED_REACTION = POLICY["windowSeconds"] + POLICY["consecutiveBreaches"] * POLICY["intervalSeconds"] + 2 * POLICY["intervalSeconds"]
 SPECULATIVE_CONFIG = "--speculative-config"
 
 

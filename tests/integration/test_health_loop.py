@@ -18,22 +18,11 @@ from specserve.settings import OperatorSettings
 from tests.helpers import serving
 from tests.integration.conftest import DEPLOYMENTS, NAMESPACE, SERVINGS, eventually, events_for, live, running_operator
 from tests.integration.simulator_process import running_simulator
+from tests.support.fast_policy import EXPECTED_REACTION, POLICY
 from tests.support.prometheus import Prometheus, Target
 
 NAME = "hl"
-POLICY = {
-    "intervalSeconds": 5,
-    "windowSeconds": 30,
-    "minDraftTokens": 50,
-    "consecutiveBreaches": 2,
-    "cooldownSeconds": 10,
-    "probationSeconds": 20,
-    "maxProbationSeconds": 60,
-}
 SPEC = {"gpu": {"count": 1, "product": "L40S"}, "healthPolicy": POLICY, "baseline": {"replicas": 1}}
-# Floor of the reaction time: the rate window has to turn over (about half of it for the mean to cross),
-# then the consecutive breaches, plus one evaluation interval and one poll of slack.
-EXPECTED_REACTION = POLICY["windowSeconds"] + POLICY["consecutiveBreaches"] * POLICY["intervalSeconds"] + 2 * POLICY["intervalSeconds"]
 
 
 def rendered_args(role: str) -> list[str]:
@@ -96,7 +85,7 @@ async def test_speculation_follows_acceptance_and_prometheus_availability(kube, 
                 broke = time.monotonic()
                 await eventually(lambda: not speculating(kube), timeout=EXPECTED_REACTION + 30)
                 reaction = time.monotonic() - broke
-                assert reaction <= EXPECTED_REACTION + 15, f"took {reaction:.1f}s, floor {EXPECTED_REACTION}s"
+                assert reaction <= EXPECTED_REACTION + 15, f"took {reaction:.1f}s, bound {EXPECTED_REACTION}s"
                 status = live(kube, SERVINGS, NAME)["status"]
                 assert status["speculation"] == "Off" and status["decisions"][-1]["action"] == "disable_speculation"
                 await eventually(lambda: "SpeculationDisabled" in reasons(kube), timeout=10)
