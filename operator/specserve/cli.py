@@ -1,6 +1,6 @@
-"""The `specserve` command: run the operator, print the CRD, render, plan or replay a SpeculativeServing file, simulate vLLM.
+"""The `specserve` command: run the operator, print the CRD, render, plan, export or replay a SpeculativeServing, simulate vLLM.
 
-Each sub-command is a thin wrapper over crd.py, render.py, planner.py, replay.py, simulator/ and controller.py; bad input is one line on stderr, exit code 2.
+Thin wrappers over crd.py, render.py, planner.py, export.py, replay.py, simulator/ and controller.py; bad input is one line on stderr, exit 2.
 """
 
 from __future__ import annotations
@@ -10,14 +10,19 @@ import contextlib
 import json
 import os
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import pydantic
 import yaml
 
-from specserve import api, crd, render
+from specserve import api, crd, planner, render
 from specserve.settings import OperatorSettings
+
+if TYPE_CHECKING:
+    from specserve import export, metrics  # imported when used, so other commands need no Prometheus client
 
 NO_CLUSTER = "no cluster configured: set KUBECONFIG or run in a pod"
 
@@ -31,6 +36,20 @@ class InvalidServing(ValueError):
 
 
 INVALID = (pydantic.ValidationError, render.RenderError, InvalidServing)  # what one document can be refused for
+REFUSED = 1  # exit code of `plan` and `render` when the operator would refuse a serving (its MemoryBudget verdict blocks)
+
+
+@dataclass(frozen=True)
+class Document:
+    """One SpeculativeServing read from a file, and where it came from (for messages)."""
+
+    where: str  # "FILE: document N"
+    serving: api.SpeculativeServing
+
+    @property
+    def key(self) -> str:
+        meta = self.serving.metadata
+        return f"{meta.get('namespace', 'default')}/{meta['name']}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,8 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     crd_cmd = sub.add_parser("crd", help="print the SpeculativeServing CRD")
     crd_cmd.set_defaults(func=_crd)
 
-    rend = sub.add_parser("render", help="print every object the operator would apply for a SpeculativeServing file")
-    rend.add_argument("file", type=Path, help="YAML file with one or more SpeculativeServing documents ('-' for stdin)")
+    files_help = "YAML files with one or more SpeculativeServing documents each ('-' for stdin)"
+    rend = sub.add_parser("render", help="print every object the operator would apply; exit 1 when it would refuse a serving (memory budget)")
+    rend.add_argument("files", nargs="+", type=Path, metavar="FILE", help=files_help)
     rend.add_argument("--pod-monitor-api", action="store_true", help="render as for a cluster that serves monitoring.coreos.com/v1")
     rend.set_defaults(func=_render)
 
@@ -75,8 +95,16 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--observations", type=Path, required=True, help="JSON Lines, one observation per policy interval ('-' for stdin)")
     rep.set_defaults(func=_replay)
 
-    plan_cmd = sub.add_parser("plan", help="print the GPU memory budget of a SpeculativeServing file, per target variant; exit 1 when the active variant does not fit")
-    plan_cmd.add_argument("file", type=Path, help="YAML file with one or more SpeculativeServing documents ('-' for stdin)")
+    exp = sub.add_parser("export", help="write a serving's history from Prometheus as the JSON Lines replay reads (on stdout)")
+    exp.add_argument("file", type=Path, help="YAML file with one SpeculativeServing: its namespace, name and healthPolicy window are queried")
+    exp.add_argument("--prometheus-url", required=True, help="Prometheus that scrapes the serving's pods (labels as SPECSERVE_*_LABEL say)")
+    exp.add_argument("--start", required=True, help="first evaluation time: Unix seconds, RFC 3339, now or now-DURATION (now-6h)")
+    exp.add_argument("--end", required=True, help="last evaluation time, in the same forms")
+    exp.add_argument("--step", help="seconds between lines (30, 30s, 1m); default: the serving's healthPolicy.intervalSeconds")
+    exp.set_defaults(func=_export)
+
+    plan_cmd = sub.add_parser("plan", help="print the GPU memory budget per target variant with its verdict; exit 1 when the operator would refuse a serving")
+    plan_cmd.add_argument("files", nargs="+", type=Path, metavar="FILE", help=files_help)
     plan_cmd.add_argument("-o", "--output", choices=["table", "json"], default="table", help="table (default) or json: one JSON object per document, one per line")
     plan_cmd.set_defaults(func=_plan)
 
@@ -101,16 +129,11 @@ def _run(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from specserve import replay
 
-    documents = load_documents(args.file)
-    if len(documents) > 1:
-        raise InputError(f"{_where(args.file)}: holds {len(documents)} documents; replay takes one SpeculativeServing")
-    try:
-        serving = load_serving(documents[0])
-    except INVALID as error:
-        raise InputError(f"{_where(args.file)}: {api.describe_error(error)}") from None
+    serving = _one_serving(args.file, "replay")
+    fitting = frozenset(planner.fitting_variants(serving.spec)) if serving.spec.target.variants else None  # as controller.act_on_health
     try:
         with contextlib.nullcontext(sys.stdin) if str(args.observations) == "-" else args.observations.open() as lines:
-            for decision in replay.replay(serving.spec, lines):
+            for decision in replay.replay(serving.spec, lines, fitting):
                 print(json.dumps(decision), flush=True)
     except replay.ReplayError as error:
         raise InputError(f"{_where(args.observations)}: {error}") from None
@@ -119,22 +142,97 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plan(args: argparse.Namespace) -> int:
-    from specserve import plan_report, planner
+def _one_serving(path: Path, command: str) -> api.SpeculativeServing:
+    documents = load_documents(path)
+    if len(documents) > 1:
+        raise InputError(f"{_where(path)}: holds {len(documents)} documents; {command} takes one SpeculativeServing")
+    try:
+        return load_serving(documents[0])
+    except INVALID as error:
+        raise InputError(f"{_where(path)}: {api.describe_error(error)}") from None
 
-    all_fit = True
-    for number, document in enumerate(load_documents(args.file)):
-        try:
-            serving = load_serving(document)
-        except INVALID as error:
-            raise InputError(f"{_where(args.file)}: document {number + 1}: {api.describe_error(error)}") from None
-        budget = planner.plan(serving.spec)
-        all_fit = all_fit and budget.active.fits
+
+def _plan(args: argparse.Namespace) -> int:
+    from specserve import plan_report
+
+    documents = load_servings(args.files)
+    refused = False
+    for number, document in enumerate(documents):
+        budget = operator_plan(document.serving)
+        verdict = planner.verdict(budget)
         if args.output == "json":
-            print(json.dumps(budget.to_json()))
+            print(json.dumps(plan_json(document, budget, verdict)))
         else:
-            sys.stdout.write(plan_report.report(serving.metadata.get("name", f"document {number + 1}"), budget))
-    return 0 if all_fit else 1
+            sys.stdout.write(("\n" if number else "") + plan_report.report(document.key, budget))
+        refused = _refuse_if_blocking("plan", document, verdict, "") or refused
+    return REFUSED if refused else 0
+
+
+def plan_json(document: Document, budget: planner.Plan, verdict: planner.Verdict) -> dict[str, Any]:
+    """One document's line of `plan -o json`: the serving it is about, the MemoryBudget condition, then the active variant's budget."""
+    memory = {"status": verdict.status, "reason": verdict.reason, "message": verdict.message, "blocking": verdict.blocking}
+    return {"serving": document.key, "source": document.where, "memoryBudget": memory, **budget.to_json()}
+
+
+def operator_plan(serving: api.SpeculativeServing) -> planner.Plan:
+    """The plan controller.reconcile judges a new serving by (planner.verdict of it): speculation as a fresh status starts, the spec's variant."""
+    return planner.plan(serving.spec, speculation=render.DecisionState().speculation)
+
+
+def _refuse_if_blocking(command: str, document: Document, verdict: planner.Verdict, consequence: str) -> bool:
+    """One stderr line for a serving the operator would refuse (Accepted=False, MemoryBudgetExceeded); True when it did."""
+    if verdict.blocking:
+        print(f"specserve {command}: {document.where} ({document.key}): the operator refuses it ({planner.REFUSED_REASON}, MemoryBudget {verdict.reason}): {verdict.message}{consequence}", file=sys.stderr)
+    return verdict.blocking
+
+
+def _export(args: argparse.Namespace) -> int:
+    from specserve import export, metrics
+
+    serving = _one_serving(args.file, "export")
+    span = _time_range(args, serving.spec.health_policy.interval_seconds)
+    meta = serving.metadata
+    target = export.Serving(meta.get("namespace", "default"), meta["name"], serving.spec.health_policy.window_seconds)
+    try:
+        lines = export.export(metrics.prometheus_query_range(args.prometheus_url), target, span, _metric_labels())
+    except metrics.MetricsError as error:
+        raise InputError(f"{args.prometheus_url}: Prometheus did not answer: {error}") from None
+    if not export.has_data(lines):
+        print(f"specserve export: note: {args.prometheus_url} has no samples for {target.namespace}/{target.name} in the range: check the time range and the metric labels (SPECSERVE_*_LABEL)", file=sys.stderr)
+    for line in lines:
+        print(json.dumps(line))
+    return 0
+
+
+def _time_range(args: argparse.Namespace, interval_seconds: int) -> export.TimeRange:
+    from specserve import export
+
+    now = time.time()
+    try:
+        step = _flag("--step", export.parse_duration, args.step) if args.step is not None else float(interval_seconds)
+        if step != int(step):
+            raise ValueError(f"--step {args.step}: give whole seconds")
+        return export.TimeRange(_flag("--start", export.parse_time, args.start, now), _flag("--end", export.parse_time, args.end, now), int(step))
+    except ValueError as error:
+        raise InputError(str(error)) from None
+
+
+def _flag(flag: str, parse: Callable[..., Any], *values: Any) -> Any:
+    """parse(*values), its ValueError naming the flag."""
+    try:
+        return parse(*values)
+    except ValueError as error:
+        raise ValueError(f"{flag} {error}") from None
+
+
+def _metric_labels() -> metrics.Labels:
+    from specserve import metrics
+
+    try:
+        settings = OperatorSettings()
+        return metrics.Labels(settings.namespace_label, settings.serving_label, settings.role_label)
+    except (pydantic.ValidationError, ValueError) as error:
+        raise InputError(f"metric labels from SPECSERVE_*_LABEL: {' '.join(str(error).split())}") from None
 
 
 def _crd(_: argparse.Namespace) -> int:
@@ -143,18 +241,32 @@ def _crd(_: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    rendered: list[dict[str, Any]] = []
-    for number, document in enumerate(load_documents(args.file)):
+    options = render.RenderOptions(pod_monitor_api=args.pod_monitor_api)
+    documents = load_servings(args.files)
+    rendered: list[list[dict[str, Any]]] = []
+    for document in documents:
         try:
-            rendered += render_document(document, render.RenderOptions(pod_monitor_api=args.pod_monitor_api))
+            rendered.append(render_serving(document.serving, options))
         except INVALID as error:
-            raise InputError(f"{_where(args.file)}: document {number + 1}: {api.describe_error(error)}") from None
-    sys.stdout.write(yaml.safe_dump_all(rendered, sort_keys=False, width=200))
-    return 0
+            raise InputError(f"{document.where}: {api.describe_error(error)}") from None
+    objects: list[dict[str, Any]] = []
+    refused = False
+    for document, its_objects in zip(documents, rendered):
+        if _refuse_if_blocking("render", document, planner.verdict(operator_plan(document.serving)), "; no objects rendered for it"):
+            refused = True
+        else:
+            objects += its_objects
+    if objects:
+        sys.stdout.write(yaml.safe_dump_all(objects, sort_keys=False, width=200))
+    return REFUSED if refused else 0
 
 
 def render_document(document: Any, options: render.RenderOptions) -> list[dict[str, Any]]:
-    serving = load_serving(document)
+    return render_serving(load_serving(document), options)
+
+
+def render_serving(serving: api.SpeculativeServing, options: render.RenderOptions) -> list[dict[str, Any]]:
+    """Every object the operator applies for a new serving (fresh decision state)."""
     meta = serving.metadata
     owner = render.Owner(name=meta["name"], namespace=meta.get("namespace", "default"), uid=meta.get("uid", ""))
     return render.render(owner, serving.spec, render.DecisionState(), options)
@@ -170,6 +282,19 @@ def load_serving(document: Any) -> api.SpeculativeServing:
     if problem:
         raise InvalidServing(problem)
     return serving
+
+
+def load_servings(paths: list[Path]) -> list[Document]:
+    """Every SpeculativeServing of every file, in order; InputError naming the file, document and field for the first bad one."""
+    documents: list[Document] = []
+    for path in paths:
+        for number, document in enumerate(load_documents(path), start=1):
+            where = f"{_where(path)}: document {number}"
+            try:
+                documents.append(Document(where, load_serving(document)))
+            except INVALID as error:
+                raise InputError(f"{where}: {api.describe_error(error)}") from None
+    return documents
 
 
 def load_documents(path: Path) -> list[Any]:

@@ -10,6 +10,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from prometheus_api_client import PrometheusConnect
@@ -87,12 +88,31 @@ def queries(window_seconds: int, labels: Labels = Labels()) -> dict[str, str]:
 
 
 Query = Callable[[str], list[dict[str, Any]]]
+QueryRange = Callable[[str, int, int, float], list[dict[str, Any]]]  # promql, start, end (Unix seconds), step seconds
 
 
 def prometheus_query(url: str, timeout_seconds: float = 10.0) -> Query:
     """A query function over prometheus-api-client's instant-query API."""
-    client = PrometheusConnect(url=url, disable_ssl=not url.startswith("https"), timeout=int(timeout_seconds))
+    client = _client(url, timeout_seconds)
     return lambda promql: client.custom_query(promql)
+
+
+def prometheus_query_range(url: str, timeout_seconds: float = 30.0) -> QueryRange:
+    """A range-query function over prometheus-api-client's query_range API: one matrix (series with `values`) per call."""
+    client = _client(url, timeout_seconds)
+
+    def query_range(promql: str, start: int, end: int, step: float) -> list[dict[str, Any]]:
+        return client.custom_query_range(promql, _utc(start), _utc(end), f"{step:g}")
+
+    return query_range
+
+
+def _client(url: str, timeout_seconds: float) -> PrometheusConnect:
+    return PrometheusConnect(url=url, disable_ssl=not url.startswith("https"), timeout=int(timeout_seconds))
+
+
+def _utc(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
 
 
 @dataclass
@@ -131,7 +151,7 @@ def _fill(table: dict[RoleKey, RoleMetrics], name: str, samples: list[dict[str, 
         key = (metric.get(labels.namespace, ""), metric.get(labels.serving, ""), metric.get(labels.role, ""))
         if not key[1]:
             continue  # a series without the serving label is not ours to judge
-        value = _number(sample.get("value", [None, "NaN"])[1])
+        value = number(sample.get("value", [None, "NaN"])[1])
         role = table.setdefault(key, RoleMetrics())
         if name == "per_position_acceptance":
             if value is not None and "position" in metric:
@@ -140,7 +160,8 @@ def _fill(table: dict[RoleKey, RoleMetrics], name: str, samples: list[dict[str, 
             setattr(role, name, value)
 
 
-def _number(text: Any) -> float | None:
+def number(text: Any) -> float | None:
+    """A sample value as Prometheus writes it ("0.71", "NaN", "+Inf"); None when it is no finite number."""
     try:
         value = float(text)
     except (TypeError, ValueError):

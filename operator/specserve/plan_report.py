@@ -1,23 +1,30 @@
-"""Text report of a memory Plan for `specserve plan`: one table row per variant, then its verdicts.
+"""Text report of a memory Plan for `specserve plan`: one table row per variant with its verdict, then its warnings and errors.
 
-Pure formatting; the numbers come from planner.py.
+Pure formatting; the numbers and verdicts come from planner.py (the same planner.verdict the operator applies or refuses by).
 """
 
 from __future__ import annotations
 
 from specserve import planner
 
-COLUMNS = ("VARIANT", "TARGET", "PRECISION", "TARGET GiB", "DRAFT GiB", "KV CACHE GiB", "SEQS@MAXLEN", "DRAFT/VRAM", "TARGET/GPU", "FITS")
+COLUMNS = ("VARIANT", "TARGET", "PRECISION", "TARGET GiB", "DRAFT GiB", "KV CACHE GiB", "SEQS@MAXLEN", "DRAFT/VRAM", "TARGET/GPU", "VERDICT")
 
 
 def report(title: str, plan: planner.Plan) -> str:
-    """A heading, the table (the active variant marked with *), and each variant's warnings and errors."""
+    """A heading, the table (the active variant marked with *), each variant's warnings and errors, and what the operator does."""
     rows = plan.variants or (plan.active,)
     first = plan.active
     heading = f"{title}: usable VRAM {_gib(first.usable_vram_gib)} GiB, max model length {_count(first.max_model_len)}"
     table = _table([COLUMNS, *(_row(v, v is plan.active) for v in rows)])
-    verdicts = [f"  {_label(v)} {kind}: {text}" for v in rows for kind, texts in (("error", v.errors), ("warning", v.warnings)) for text in texts]
-    return "\n".join([heading, table, *verdicts]) + "\n"
+    notes = [f"  {_label(v)} {kind}: {text}" for v in rows for kind, texts in (("error", v.errors), ("warning", v.warnings)) for text in texts]
+    return "\n".join([heading, table, *notes, outcome(planner.verdict(plan))]) + "\n"
+
+
+def outcome(verdict: planner.Verdict) -> str:
+    """The line saying whether the operator applies the serving, by the active variant's verdict."""
+    if verdict.blocking:
+        return f"MemoryBudget {verdict.status}/{verdict.reason}: the operator refuses it (Accepted=False, {planner.REFUSED_REASON}); nothing is applied"
+    return f"MemoryBudget {verdict.status}/{verdict.reason}: the operator applies it"
 
 
 def _row(v: planner.VariantPlan, active: bool) -> tuple[str, ...]:
@@ -34,7 +41,7 @@ def _row(v: planner.VariantPlan, active: bool) -> tuple[str, ...]:
         _count(v.max_concurrent_sequences),
         _share(v.draft_share_of_vram),
         _share(v.target_share_of_gpu_memory),
-        "yes" if v.fits else "NO",
+        planner.judge(v).reason,
     )
 
 

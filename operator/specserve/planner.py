@@ -81,6 +81,7 @@ class VariantPlan:
             "draftShareOfVram": _round(self.draft_share_of_vram, 4),
             "targetShareOfGpuMemory": _round(self.target_share_of_gpu_memory, 4),
             "fits": self.fits,
+            "verdict": judge(self).reason,
             "warnings": list(self.warnings),
             "errors": list(self.errors),
         }
@@ -446,31 +447,40 @@ def _judge_pairing(target: _Weights, proposer: _Proposer, notes: _Notes) -> None
         notes.warnings.append(f"the {proposer.method} head {draft.model!r} was trained for {trained_for}, the target is {target.architecture.name}")
 
 
+VERDICTS = ("Fits", "FitsWithWarnings", "CannotJudge", "DoesNotFit")  # the MemoryBudget condition's reasons
+REFUSED_REASON = "MemoryBudgetExceeded"  # Accepted=False reason when a verdict blocks (controller.reconcile)
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The MemoryBudget condition for the active variant, and whether nothing may be applied."""
 
     status: str  # "True", "False" or "Unknown"
-    reason: str
+    reason: str  # one of VERDICTS
     message: str
     blocking: bool
 
 
 def verdict(budget: Plan) -> Verdict:
-    active = budget.active
-    judged = None not in (active.usable_vram_gib, active.target_weights_gib, active.kv_cache_gib, active.max_concurrent_sequences)
-    summary = _summary(active) if judged else ""
-    if active.errors and judged:
-        return Verdict("False", "DoesNotFit", "; ".join(active.errors) + summary, blocking=True)
-    if active.errors:
-        return Verdict("Unknown", "CannotJudge", "; ".join(active.errors), blocking=False)
-    if active.warnings:
-        return Verdict("True", "FitsWithWarnings", "; ".join(active.warnings) + summary, blocking=False)
+    """The one rule for a whole serving: the operator refuses to apply it, and `specserve plan` and `render` exit 1, exactly when `blocking`."""
+    return judge(budget.active)
+
+
+def judge(variant: VariantPlan) -> Verdict:
+    """The verdict on one variant: DoesNotFit blocks; CannotJudge (something unknown) and FitsWithWarnings do not."""
+    judged = None not in (variant.usable_vram_gib, variant.target_weights_gib, variant.kv_cache_gib, variant.max_concurrent_sequences)
+    summary = _summary(variant) if judged else ""
+    if variant.errors and judged:
+        return Verdict("False", "DoesNotFit", "; ".join(variant.errors) + summary, blocking=True)
+    if variant.errors:
+        return Verdict("Unknown", "CannotJudge", "; ".join(variant.errors), blocking=False)
+    if variant.warnings:
+        return Verdict("True", "FitsWithWarnings", "; ".join(variant.warnings) + summary, blocking=False)
     return Verdict("True", "Fits", summary.lstrip("; "), blocking=False)
 
 
-def _summary(active: VariantPlan) -> str:
+def _summary(variant: VariantPlan) -> str:
     return (
-        f"; weights {active.target_weights_gib or 0:.1f} GiB target + {active.draft_weights_gib or 0:.1f} GiB draft of {active.usable_vram_gib:.1f} GiB usable,"
-        f" KV cache {active.kv_cache_gib:.1f} GiB = {active.max_concurrent_sequences} sequences at {active.max_model_len} tokens"
+        f"; weights {variant.target_weights_gib or 0:.1f} GiB target + {variant.draft_weights_gib or 0:.1f} GiB draft of {variant.usable_vram_gib:.1f} GiB usable,"
+        f" KV cache {variant.kv_cache_gib:.1f} GiB = {variant.max_concurrent_sequences} sequences at {variant.max_model_len} tokens"
     )

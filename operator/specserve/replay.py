@@ -5,6 +5,7 @@ SREs use it to try a policy on history before switching a serving from Observe t
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from collections.abc import Iterable, Iterator
@@ -13,6 +14,7 @@ from typing import Any
 from specserve import api, policy
 
 FIELDS = ("acceptance_rate", "draft_tokens", "p50_tpot", "p99_tpot", "baseline_p99_tpot", "p99_ttft", "request_rate")
+KEYS = ("t", *FIELDS, "variant")  # every key a line may have; `specserve export` writes exactly these
 
 
 class ReplayError(ValueError):
@@ -24,29 +26,57 @@ def replay(spec: api.SpeculativeServingSpec, lines: Iterable[str], fitting: froz
     start = spec.target.active_variant or (variants[0] if variants else None)
     state = policy.initial_state(spec.health_policy, start)
     ladder = policy.Ladder(variants, fitting)
+    previous: tuple[int, float] | None = None  # line number and t of the last observation
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         t, observation = parse_line(line, number)
+        if previous is not None and t <= previous[1]:
+            raise ReplayError(f"line {number}: t {t:g} is not after line {previous[0]}'s t {previous[1]:g}: observations must be in increasing time order")
+        previous = (number, t)
         decision = policy.decide(state, observation, spec.health_policy, t, ladder)
         state = decision.state
         yield {"t": t, "action": decision.action, "reason": decision.reason, "speculation": state.speculation, "variant": state.variant}
 
 
 def parse_line(line: str, number: int) -> tuple[float, policy.Observation]:
+    """One observation line; ReplayError naming the line (and the key) for anything replay would have to guess about."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as error:
         raise ReplayError(f"line {number}: not JSON ({error.msg})") from error
-    if not isinstance(record, dict) or not isinstance(record.get("t"), (int, float)):
+    if not isinstance(record, dict) or not _is_number(record.get("t")):
         raise ReplayError(f"line {number}: an object with a numeric 't' is required")
-    values: dict[str, float | None] = {}
-    for name in FIELDS:
-        value = record.get(name)
-        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or math.isinf(value)):
-            raise ReplayError(f"line {number}: {name} must be a number or null, got {value!r}")
-        values[name] = None if value is None else float(value)
+    _check_keys(record, number)
+    values = {name: _value(record, name, number) for name in FIELDS}
+    if values["acceptance_rate"] is not None and values["draft_tokens"] is None:
+        raise ReplayError(
+            f"line {number}: acceptance_rate {values['acceptance_rate']:g} without draft_tokens: the policy weighs acceptance only "
+            "together with its draft token count (healthPolicy.minDraftTokens); add draft_tokens, or set acceptance_rate to null"
+        )
     variant = record.get("variant")
     if variant is not None and not isinstance(variant, str):
         raise ReplayError(f"line {number}: variant must be a string or null")
     return float(record["t"]), policy.Observation(variant=variant, **values)
+
+
+def _check_keys(record: dict[str, Any], number: int) -> None:
+    unknown = [key for key in record if key not in KEYS]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(str(key), KEYS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ReplayError(f"line {number}: unknown key {key!r}{hint}; the keys are {', '.join(KEYS)}")
+
+
+def _value(record: dict[str, Any], name: str, number: int) -> float | None:
+    value = record.get(name)
+    if isinstance(value, float) and math.isnan(value):
+        return None  # NaN, as Prometheus writes 0/0, is no data
+    if value is not None and not _is_number(value):
+        raise ReplayError(f"line {number}: {name} must be a number or null, got {value!r}")
+    return None if value is None else float(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

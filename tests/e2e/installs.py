@@ -37,6 +37,22 @@ def kubectl(*args: str, stdin: str | None = None, kubeconfig: Path | None = None
     return result
 
 
+def wait_established(*crds: str, timeout: float = 60) -> None:
+    """Until every named CRD (crd/NAME) is Established. Not `kubectl wait`: it fails outright while a brand-new
+    CRD's status.conditions is still null ("accessor error: <nil>"), as it is for a moment on a fresh API server."""
+    deadline = time.monotonic() + timeout
+    pending = list(crds)
+    while pending:
+        live = json.loads(kubectl("get", *pending, "-o", "json").stdout)
+        items = live["items"] if "items" in live else [live]
+        done = {f"crd/{i['metadata']['name']}" for i in items if any(
+            c["type"] == "Established" and c["status"] == "True" for c in (i.get("status") or {}).get("conditions") or [])}
+        pending = [c for c in pending if c not in done]
+        if pending and time.monotonic() > deadline:
+            raise AssertionError(f"not Established within {timeout}s: {', '.join(pending)}")
+        time.sleep(0.3 if pending else 0)
+
+
 def shell(script: str, timeout: float = 120, meanwhile: Callable[[], None] | None = None) -> str:
     """A documented command block, run by bash exactly as written (kubectl from PATH, or where pip put it); its output.
 
@@ -132,7 +148,7 @@ def apply_server_side(objects: list[dict[str, Any]]) -> str:
     if crds:
         output += kubectl("apply", "--server-side", "-f", "-", stdin=yaml_stream(crds)).stdout
         names = [f"crd/{c['metadata']['name']}" for c in crds]
-        kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
+        wait_established(*names)
     if rest:
         output += kubectl("apply", "--server-side", "-f", "-", stdin=yaml_stream(rest)).stdout
     return output

@@ -32,6 +32,7 @@ from tests.e2e.installs import (
     render_chart,
     service_account_kubeconfig,
     shell,
+    wait_established,
     yaml_stream,
 )
 from tests.e2e.operator_process import running_operator
@@ -46,7 +47,7 @@ SERVING_CRD_FILE = "specserve.dev_speculativeservings.yaml"
 def test_crds_apply_server_side_with_kubectl_and_every_copy_is_accepted(crd_installed: dict[str, Any]) -> None:
     result = kubectl("apply", "--server-side", "-f", "crds/")
     assert f"customresourcedefinition.apiextensions.k8s.io/{SERVING_CRD} serverside-applied" in result.stdout
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{SERVING_CRD}")
+    wait_established(f"crd/{SERVING_CRD}")
     for directory in CRD_COPIES:
         assert (directory / SERVING_CRD_FILE).read_bytes() == (CRDS / SERVING_CRD_FILE).read_bytes(), "stale copy: run scripts/sync-install-copies.sh"
         result = kubectl("apply", "--server-side", "--dry-run=server", "-f", str(directory.relative_to(ROOT)))
@@ -74,7 +75,7 @@ def test_documented_crd_upgrade_takes_over_the_fields_helm_installed(crd_install
         kubectl("apply", "--server-side", "--force-conflicts", "-f", "crds/")
         release = {"apiVersion": new["apiVersion"], "kind": new["kind"], "metadata": {"name": SERVING_CRD}}
         kubectl("apply", "--server-side", "--field-manager=helm", "-f", "-", stdin=yaml_stream([release]))
-        kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{SERVING_CRD}")
+        wait_established(f"crd/{SERVING_CRD}")
 
 
 def test_kustomize_base_applies_server_side_and_its_operator_becomes_available(crd_installed: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from kubernetes.client.exceptions import ApiException
 from specserve import kube as k
 from tests.e2e.cluster import create, eventually, get, status_of
 from tests.e2e.conftest import new_namespace
-from tests.e2e.installs import SERVING_CRD, documented_commands, existing, key, kubectl, shell, yaml_stream
+from tests.e2e.installs import SERVING_CRD, documented_commands, existing, key, kubectl, shell, wait_established, yaml_stream
 from tests.e2e.operator_process import running_operator
 from tests.helpers import serving
 from tests.install import tools
@@ -35,7 +35,7 @@ def crd_restored(kube: k.Kube, crd_installed: dict[str, Any]) -> Iterator[None]:
         release_every_serving(kube)  # a failed test must not leave the CRD stuck in deletion
         eventually(lambda: get_raw(kube, crd_path) is None, timeout=60)
     kubectl("apply", "--server-side", "-f", "crds/")
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{SERVING_CRD}")
+    wait_established(f"crd/{SERVING_CRD}")
 
 
 def test_documented_kustomize_uninstall_deletes_the_servings_first_and_nothing_hangs(kube: k.Kube, crd_restored: None) -> None:

@@ -5,6 +5,7 @@ Runs the real command: main(argv) in-process for file handling, the installed en
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -16,7 +17,7 @@ import pydantic
 import pytest
 import yaml
 
-from specserve import api, cli
+from specserve import api, cli, planner
 from tests.helpers import EXAMPLES, serving
 
 EXAMPLE = next(p for p in EXAMPLES if p.stem == "eagle3-llama-8b")
@@ -149,6 +150,114 @@ def test_replay_of_an_empty_serving_file(tmp_path: Path, capsys: pytest.CaptureF
 def test_replay_names_unreadable_observations(observations: str, complaint: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / observations
     assert f"specserve replay: {path}: {complaint}" in refused(["replay", str(EXAMPLE), "--observations", str(path)], capsys)
+
+
+# ---------------------------------------------------------------- render and plan: one verdict per question
+
+TOO_BIG = {
+    "target": {"model": "meta-llama/Llama-3.1-70B-Instruct"},
+    "gpu": {"count": 2, "product": "H100-80GB"},
+    "speculation": {"method": "draft_model", "draft": {"model": "meta-llama/Llama-3.1-8B-Instruct"}},
+    "engine": {"maxModelLen": 16384},
+}
+FITS = {"gpu": {"count": 1, "product": "H100-80GB"}, "engine": {"maxModelLen": 16384}}
+# The MemoryBudget verdict each spec gets; only DoesNotFit makes controller.reconcile refuse (Accepted=False, MemoryBudgetExceeded).
+VERDICT_CASES = {
+    "DoesNotFit": TOO_BIG,
+    "CannotJudge": {},  # no GPU product or memory
+    "FitsWithWarnings": {**FITS, "speculation": {"method": "draft_model", "draft": {"model": "meta-llama/Llama-3.1-8B-Instruct"}}},  # draft:target 1:1
+    "Fits": FITS,
+}
+
+
+def outcome(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return code, captured.out, captured.err
+
+
+def servings_file(tmp_path: Path, name: str, *documents: dict) -> Path:
+    return write(tmp_path, name, yaml.safe_dump_all(list(documents)))
+
+
+def rendered_names(out: str) -> list[tuple[str, str]]:
+    return [(o["kind"], f"{o['metadata']['namespace']}/{o['metadata']['name']}") for o in yaml.safe_load_all(out)]
+
+
+@pytest.mark.parametrize("verdict", list(VERDICT_CASES))
+def test_plan_and_render_exit_1_exactly_when_the_operator_refuses(verdict: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    document = serving(name="s", namespace="ns", **VERDICT_CASES[verdict])
+    operator_refuses = planner.verdict(planner.plan(api.SpeculativeServingSpec.model_validate(document["spec"]))).blocking  # controller.reconcile's rule
+    assert operator_refuses == (verdict == "DoesNotFit")
+    path = servings_file(tmp_path, "s.yaml", document)
+    expected = cli.REFUSED if operator_refuses else 0
+    plan_code, plan_out, _ = outcome(["plan", str(path), "-o", "json"], capsys)
+    render_code, render_out, _ = outcome(["render", str(path)], capsys)
+    assert (plan_code, render_code) == (expected, expected) and cli.REFUSED == 1
+    assert json.loads(plan_out)["memoryBudget"]["reason"] == verdict
+    assert bool(render_out) != operator_refuses
+
+
+def test_render_refuses_a_serving_that_does_not_fit_in_one_line_and_prints_no_objects_for_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = servings_file(tmp_path, "two.yaml", serving(name="too-big", namespace="llm", **TOO_BIG), serving(name="small", namespace="llm", **FITS))
+    code, out, err = outcome(["render", str(path)], capsys)
+    assert code == 1
+    assert rendered_names(out) == [("Deployment", "llm/small"), ("Service", "llm/small")]
+    (line,) = err.splitlines()
+    assert line.startswith(f"specserve render: {path}: document 1 (llm/too-big): the operator refuses it (MemoryBudgetExceeded, MemoryBudget DoesNotFit): does not fit: weights 146.4 GiB")
+    assert line.endswith("; no objects rendered for it")
+
+
+def test_render_of_only_refused_servings_prints_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = outcome(["render", str(servings_file(tmp_path, "big.yaml", serving(name="too-big", **TOO_BIG)))], capsys)
+    assert (code, out, len(err.splitlines())) == (1, "", 1)
+
+
+def test_plan_of_a_serving_it_cannot_judge_is_not_a_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = outcome(["plan", str(servings_file(tmp_path, "s.yaml", serving(name="no-gpu-said")))], capsys)
+    assert (code, err) == (0, "")
+    assert out.splitlines()[2].split()[-1] == "CannotJudge" and "NO" not in out.split()
+    assert out.splitlines()[-1] == "MemoryBudget Unknown/CannotJudge: the operator applies it"
+
+
+def test_plan_names_a_refused_serving_on_stderr_and_in_its_last_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = servings_file(tmp_path, "big.yaml", serving(name="too-big", namespace="llm", **TOO_BIG))
+    code, out, err = outcome(["plan", str(path)], capsys)
+    assert code == 1 and out.startswith("llm/too-big: ")
+    assert out.splitlines()[-1] == "MemoryBudget False/DoesNotFit: the operator refuses it (Accepted=False, MemoryBudgetExceeded); nothing is applied"
+    (line,) = err.splitlines()
+    assert line.startswith(f"specserve plan: {path}: document 1 (llm/too-big): the operator refuses it (MemoryBudgetExceeded, MemoryBudget DoesNotFit): does not fit")
+
+
+def test_plan_json_names_the_serving_of_each_document(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first = servings_file(tmp_path, "a.yaml", serving(name="one", namespace="team-a", **FITS), serving(name="two", **FITS))
+    second = servings_file(tmp_path, "b.yaml", serving(name="one", namespace="team-b"))
+    code, out, _ = outcome(["plan", "-o", "json", str(first), str(second)], capsys)
+    documents = [json.loads(line) for line in out.splitlines()]
+    assert code == 0
+    assert [(d["serving"], d["source"]) for d in documents] == [
+        ("team-a/one", f"{first}: document 1"), ("default/two", f"{first}: document 2"), ("team-b/one", f"{second}: document 1")
+    ]
+    assert [(d["memoryBudget"]["reason"], d["memoryBudget"]["blocking"], d["verdict"]) for d in documents] == [
+        ("Fits", False, "Fits"), ("Fits", False, "Fits"), ("CannotJudge", False, "CannotJudge")
+    ]
+
+
+def test_plan_and_render_accept_several_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first = servings_file(tmp_path, "a.yaml", serving(name="alpha", **FITS))
+    second = servings_file(tmp_path, "b.yaml", serving(name="beta", **FITS), serving(name="gamma", **FITS))
+    code, out, _ = outcome(["render", str(first), str(second)], capsys)
+    assert code == 0 and [name for kind, name in rendered_names(out) if kind == "Deployment"] == ["default/alpha", "default/beta", "default/gamma"]
+    code, out, _ = outcome(["plan", str(first), str(second)], capsys)
+    assert code == 0 and [line.split(":")[0] for line in out.splitlines() if ": usable VRAM" in line] == ["default/alpha", "default/beta", "default/gamma"]
+
+
+@pytest.mark.parametrize("command", ["render", "plan"])
+def test_bad_input_in_a_later_file_prints_nothing_and_exits_2_even_beside_a_refusal(command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    big = servings_file(tmp_path, "big.yaml", serving(name="too-big", **TOO_BIG))
+    bad = servings_file(tmp_path, "bad.yaml", serving(name="Bad"))
+    assert f"specserve {command}: {bad}: document 1: metadata.name must start with a letter" in refused([command, str(big), str(bad)], capsys)
 
 
 # ---------------------------------------------------------------- run and simulate, as processes

@@ -420,7 +420,7 @@ def ladder_file(tmp_path):
 def test_plan_command_prints_one_row_per_variant_and_marks_the_active_one(tmp_path, capsys):
     assert cli.main(["plan", str(ladder_file(tmp_path))]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("llama: usable VRAM 147.2 GiB, max model length 16,384")
+    assert out.startswith("default/llama: usable VRAM 147.2 GiB, max model length 16,384")
     assert "*int8" in out and " int4" in out and " bf16" in out
     assert "bf16 error: does not fit" in out
 
@@ -435,3 +435,33 @@ def test_plan_command_exits_1_when_the_active_variant_does_not_fit(tmp_path, cap
     document = serving(name="too-big", target={"model": LLAMA_70B}, gpu={"count": 1, "product": "H100-80GB"})
     assert cli.main(["plan", str(write(tmp_path, document))]) == 1
     assert "does not fit" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- one verdict per question
+
+
+def test_every_variant_gets_the_memory_budget_conditions_word():
+    budget = planner.plan(ladder(activeVariant="int8"))
+    assert [planner.judge(v).reason for v in budget.variants] == ["Fits", "Fits", "DoesNotFit"]
+    assert [v["verdict"] for v in budget.to_json()["variants"]] == ["Fits", "Fits", "DoesNotFit"]
+    assert set(planner.VERDICTS) >= {planner.judge(v).reason for v in budget.variants}
+
+
+def test_the_serving_verdict_is_its_active_variants():
+    for name in ("int4", "bf16"):
+        budget = planner.plan(ladder(activeVariant=name))
+        assert planner.verdict(budget) == planner.judge(budget.active)
+    assert planner.verdict(planner.plan(ladder(activeVariant="bf16"))).blocking
+
+
+def test_plan_table_has_a_verdict_column_in_the_conditions_words(tmp_path, capsys):
+    assert cli.main(["plan", str(ladder_file(tmp_path))]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()[1:5]
+    assert header.split()[-1] == "VERDICT" and "FITS" not in header
+    assert [row.split()[0] for row in rows] == ["int4", "*int8", "bf16"]
+    assert [row.split()[-1] for row in rows] == ["Fits", "Fits", "DoesNotFit"]
+
+
+def test_plan_table_ends_with_what_the_operator_does(tmp_path, capsys):
+    assert cli.main(["plan", str(ladder_file(tmp_path))]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "MemoryBudget True/Fits: the operator applies it"

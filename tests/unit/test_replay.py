@@ -1,13 +1,19 @@
-"""`specserve replay`: one decision per observation line, as in Enforce mode."""
+"""`specserve replay`: one decision per observation line, as in Enforce mode; input it cannot trust is refused naming the line.
+
+Also the example history shipped in manifests/examples/observations/ and the README command that replays it.
+"""
 
 import json
+import re
+import shlex
 import subprocess
 import sys
 
 import pytest
+import yaml
 
-from specserve import api, replay
-from tests.helpers import EXAMPLES, ROOT, minimal_spec
+from specserve import api, cli, replay
+from tests.helpers import EXAMPLES, ROOT, minimal_spec, serving
 
 SPEC = api.SpeculativeServingSpec.model_validate(minimal_spec())
 
@@ -46,3 +52,107 @@ def test_cli_prints_json_lines(tmp_path):
     result = subprocess.run([sys.executable, "-m", "specserve.cli", "replay", str(EXAMPLES[0]), "--observations", str(observations)], capture_output=True, text=True, cwd=ROOT, check=True)
     decisions = [json.loads(x) for x in result.stdout.splitlines()]
     assert len(decisions) == 4 and "disable_speculation" in [d["action"] for d in decisions]
+
+
+# ---------------------------------------------------------------- input replay refuses
+
+
+def test_unknown_key_is_an_error_naming_the_key():
+    with pytest.raises(replay.ReplayError) as error:
+        list(replay.replay(SPEC, [line(0, 0.8), json.dumps({"t": 30, "acceptance": 0.8, "draft_tokens": 5000})]))
+    assert str(error.value).startswith("line 2: unknown key 'acceptance' (did you mean 'acceptance_rate'?); the keys are t, acceptance_rate, draft_tokens,")
+
+
+def test_acceptance_without_draft_tokens_says_exactly_that():
+    with pytest.raises(replay.ReplayError) as error:
+        list(replay.replay(SPEC, [json.dumps({"t": 0, "acceptance_rate": 0.71})]))
+    message = str(error.value)
+    assert message.startswith("line 1: acceptance_rate 0.71 without draft_tokens:") and "no acceptance data" not in message
+
+
+def test_acceptance_with_null_draft_tokens_says_exactly_that_too():
+    with pytest.raises(replay.ReplayError, match="line 1: acceptance_rate 0.71 without draft_tokens"):
+        list(replay.replay(SPEC, [line(0, 0.71, None)]))
+
+
+@pytest.mark.parametrize("second", [0, 29.5, 30])
+def test_time_going_backwards_or_standing_still_is_an_error_naming_the_line(second):
+    with pytest.raises(replay.ReplayError) as error:
+        list(replay.replay(SPEC, [line(0, 0.8), line(30, 0.8), line(second, 0.8)]))
+    assert str(error.value) == f"line 3: t {second:g} is not after line 2's t 30: observations must be in increasing time order"
+
+
+def test_blank_lines_do_not_count_as_earlier_times():
+    assert len(list(replay.replay(SPEC, [line(0, 0.8), "", line(30, 0.8)]))) == 2
+
+
+def test_nan_is_no_data_as_prometheus_writes_it():
+    (decision,) = replay.replay(SPEC, ['{"t": 0, "acceptance_rate": NaN, "draft_tokens": NaN}'])
+    assert (decision["action"], decision["reason"]) == ("hold", "no decision: no acceptance data in the window")
+
+
+@pytest.mark.parametrize("t", ["true", "Infinity", "null"])
+def test_t_must_be_a_finite_number(t):
+    with pytest.raises(replay.ReplayError, match="line 1: an object with a numeric 't' is required"):
+        list(replay.replay(SPEC, [f'{{"t": {t}}}']))
+
+
+def test_cli_refuses_bad_observations_in_one_line_exit_2(tmp_path, capsys):
+    observations = tmp_path / "obs.jsonl"
+    observations.write_text(line(0, 0.8) + "\n" + json.dumps({"t": 30, "p95_tpot": 0.03}) + "\n")
+    assert cli.main(["replay", str(EXAMPLES[0]), "--observations", str(observations)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"specserve replay: {observations}: line 2: unknown key 'p95_tpot'") and len(err.splitlines()) == 1
+
+
+def test_cli_steps_only_to_variants_whose_memory_budget_fits(tmp_path, capsys):
+    """As controller.act_on_health: the ladder is told which variants fit (here bf16 does not, on 2 x H100)."""
+    variants = [{"name": "int8", "model": "neuralmagic/Meta-Llama-3.1-70B-Instruct-quantized.w8a8"}, {"name": "bf16", "model": "meta-llama/Llama-3.1-70B-Instruct"}]
+    document = serving(name="ladder", target={"model": "meta-llama/Llama-3.1-70B-Instruct", "variants": variants},
+                       gpu={"count": 2, "product": "H100-80GB"}, engine={"maxModelLen": 16384},
+                       speculation={"method": "draft_model", "draft": {"model": "meta-llama/Llama-3.1-8B-Instruct", "tensorParallelSize": 2}})
+    path = tmp_path / "ladder.yaml"
+    path.write_text(yaml.safe_dump(document))
+    observations = tmp_path / "obs.jsonl"
+    observations.write_text("\n".join([line(0, 0.80, variant="bf16")] + [line(30 * i, 0.60, variant="int8") for i in range(1, 5)]) + "\n")
+    assert cli.main(["replay", str(path), "--observations", str(observations)]) == 0
+    decisions = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert "switch_variant" not in [d["action"] for d in decisions]
+    assert "but bf16 does not fit the GPU memory budget" in decisions[-1]["reason"]
+
+
+# ---------------------------------------------------------------- the shipped example history
+
+EXAMPLE_SERVING = ROOT / "manifests" / "examples" / "llama-70b-draft-h100.yaml"
+EXAMPLE_HISTORY = ROOT / "manifests" / "examples" / "observations" / "llama-70b-draft-h100.jsonl"
+
+
+def test_example_history_replays_every_decision_the_policy_makes():
+    spec = api.SpeculativeServingSpec.model_validate(yaml.safe_load(EXAMPLE_SERVING.read_text())["spec"])
+    decisions = list(replay.replay(spec, EXAMPLE_HISTORY.read_text().splitlines()))
+    actions = [d["action"] for d in decisions]
+    assert len(decisions) == len(EXAMPLE_HISTORY.read_text().splitlines())
+    assert {"keep", "hold", "disable_speculation", "enable_speculation"} == set(actions)
+    assert actions.index("disable_speculation") < actions.index("enable_speculation") < len(actions) - 1
+    assert decisions[-1]["speculation"] is True and actions[-1] == "keep"
+
+
+def test_example_history_has_exactly_the_keys_export_writes():
+    from specserve import export
+
+    assert all(tuple(json.loads(x)) == export.LINE_KEYS for x in EXAMPLE_HISTORY.read_text().splitlines())
+
+
+def readme_replay_section():
+    text = (ROOT / "README.md").read_text()
+    return text[text.index("### Trying a policy on history") :].split("\n## ", 1)[0]
+
+
+def test_readme_replay_command_prints_the_decisions_the_readme_shows():
+    section = readme_replay_section()
+    command, shown = re.findall(r"```sh\n(.*?)```\n\n```\n(.*?)```", section, re.S)[0]
+    argv = shlex.split(command.strip())
+    assert argv[:2] == ["specserve", "replay"] and str(EXAMPLE_HISTORY.relative_to(ROOT)) in argv
+    result = subprocess.run([sys.executable, "-m", "specserve.cli", *argv[1:]], capture_output=True, text=True, cwd=ROOT, check=True)
+    not_keep = [x for x in result.stdout.splitlines() if json.loads(x)["action"] != "keep"]
+    assert not_keep == shown.strip().splitlines()

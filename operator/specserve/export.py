@@ -1,0 +1,146 @@
+"""Exports one serving's history from Prometheus as the JSON Lines `specserve replay` reads, one line per step.
+
+It runs the poller's own queries (metrics.queries, same window and labels) as range queries, so replay sees what the health loop saw.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from specserve import metrics, render, replay
+
+# Observation fields filled from the speculative role's series; baseline_p99_tpot comes from p99_tpot's baseline series.
+EXPORTED = ("acceptance_rate", "draft_tokens", "p50_tpot", "p99_tpot", "p99_ttft", "request_rate")
+LINE_KEYS = replay.KEYS  # what a replay line may hold, in its order
+MAX_POINTS = 10_000  # per range query; Prometheus refuses more than 11,000 points per series
+DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w)")
+UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+OS_ERROR = re.compile(r"\[Errno -?\d+\] ([^\"')]+)")
+PROMETHEUS_ERROR = re.compile(r'"error":"((?:[^"\\]|\\.)*)"')
+TIME_FORMS = "Unix seconds, RFC 3339 (2026-01-01T09:00:00Z), now, or now-DURATION (now-6h)"
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """Evaluation times start, start+step, ... up to end, in whole Unix seconds (Prometheus's own grid)."""
+
+    start: int
+    end: int
+    step: int
+
+    def __post_init__(self) -> None:
+        if self.step < 1:
+            raise ValueError(f"--step {self.step}s: the step must be at least 1s")
+        if self.end < self.start:
+            raise ValueError(f"--end {_iso(self.end)} is before --start {_iso(self.start)}")
+
+    @property
+    def points(self) -> int:
+        return (self.end - self.start) // self.step + 1
+
+    def times(self) -> list[int]:
+        return [self.start + k * self.step for k in range(self.points)]
+
+    def chunks(self) -> Iterator[TimeRange]:
+        """Consecutive sub-ranges of at most MAX_POINTS points on the same grid."""
+        for first in range(0, self.points, MAX_POINTS):
+            last = min(self.points, first + MAX_POINTS) - 1
+            yield TimeRange(self.start + first * self.step, self.start + last * self.step, self.step)
+
+
+@dataclass(frozen=True)
+class Serving:
+    """Whose series to keep, and the rate window its health policy uses."""
+
+    namespace: str
+    name: str
+    window_seconds: int
+
+
+def export(query_range: metrics.QueryRange, serving: Serving, span: TimeRange, labels: metrics.Labels = metrics.Labels()) -> list[dict[str, Any]]:
+    """One replay line per step of `span` (null where Prometheus had no data); a failing query is a MetricsError."""
+    lines = [_blank(t) for t in span.times()]
+    promql = metrics.queries(serving.window_seconds, labels)
+    for field in EXPORTED:
+        for chunk in span.chunks():
+            for series in _run(query_range, promql[field], chunk):
+                _fill(lines, span, serving, field, series, labels)
+    return lines
+
+
+def has_data(lines: list[dict[str, Any]]) -> bool:
+    return any(line[key] is not None for line in lines for key in LINE_KEYS if key not in ("t", "variant"))
+
+
+def _blank(t: int) -> dict[str, Any]:
+    return {key: t if key == "t" else None for key in LINE_KEYS}
+
+
+def _run(query_range: metrics.QueryRange, promql: str, chunk: TimeRange) -> list[dict[str, Any]]:
+    try:
+        return query_range(promql, chunk.start, chunk.end, chunk.step)
+    except Exception as error:  # noqa: BLE001 - the client raises requests, urllib3 and its own errors
+        raise metrics.MetricsError(_problem(error)) from error
+
+
+def _problem(error: Exception) -> str:
+    """One line: the OS error behind a failed connection, else Prometheus's own error text, else the exception."""
+    text = " ".join(str(error).split())
+    refused = OS_ERROR.search(text)
+    if refused:
+        return f"cannot connect: {refused.group(1)}"
+    said = PROMETHEUS_ERROR.search(text)
+    return f"{type(error).__name__}: {said.group(1) if said else text}"
+
+
+def _fill(lines: list[dict[str, Any]], span: TimeRange, serving: Serving, field: str, series: dict[str, Any], labels: metrics.Labels) -> None:
+    metric = series.get("metric", {})
+    if (metric.get(labels.namespace), metric.get(labels.serving)) != (serving.namespace, serving.name):
+        return
+    role = metric.get(labels.role)
+    key = field if role == render.ROLE_SPECULATIVE else "baseline_p99_tpot" if role == render.ROLE_BASELINE and field == "p99_tpot" else None
+    if key is None:
+        return
+    for timestamp, text in series.get("values", []):
+        index = round((float(timestamp) - span.start) / span.step)
+        if 0 <= index < len(lines):
+            lines[index][key] = metrics.number(text)
+
+
+# ---------------------------------------------------------------- command-line values
+
+
+def parse_time(text: str, now: float) -> int:
+    """Unix seconds of a --start/--end value; ValueError saying which forms are understood."""
+    value = text.strip()
+    try:
+        if value == "now" or value.startswith("now-"):
+            return math.floor(now - (parse_duration(value[4:]) if value != "now" else 0))
+        if re.fullmatch(r"\d+(\.\d*)?", value):
+            return math.floor(float(value))
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time: give {TIME_FORMS}") from None
+    return math.floor((moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp())
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of a Prometheus duration (30s, 5m, 1h30m) or a plain number of seconds."""
+    value = text.strip()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    parts = DURATION.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        raise ValueError(f"{text!r} is not a duration: give seconds or a Prometheus duration such as 30s, 5m or 1h30m")
+    return sum(int(n) * UNIT_SECONDS[u] for n, u in parts)
+
+
+def _iso(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat().replace("+00:00", "Z")

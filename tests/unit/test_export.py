@@ -1,0 +1,119 @@
+"""`specserve export` without Prometheus: its time forms, its grid and chunks, how a range answer becomes replay lines, and bad arguments.
+
+The real range queries against the prometheus binary are in tests/integration/test_export.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from specserve import cli, export, metrics, render
+from tests.helpers import serving
+
+NOW = 1_767_258_000.7
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("1767250000", 1767250000),
+    ("1767250000.9", 1767250000),
+    ("2026-01-01T09:00:00Z", 1767258000),
+    ("2026-01-01T10:00:00+01:00", 1767258000),
+    ("2026-01-01T09:00:00", 1767258000),  # no offset: UTC
+    ("now", 1767258000),
+    ("now-6h", 1767258000 - 6 * 3600),
+    ("now-1h30m", 1767258000 - 5400),
+])
+def test_times_are_unix_seconds_rfc3339_or_relative_to_now(text: str, seconds: int) -> None:
+    assert export.parse_time(text, NOW) == seconds
+
+
+@pytest.mark.parametrize("text", ["yesterday", "now-6 hours", "now+1h", ""])
+def test_a_time_it_cannot_read_says_which_forms_it_reads(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a time: give Unix seconds, RFC 3339"):
+        export.parse_time(text, NOW)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30", 30), ("30s", 30), ("1m", 60), ("1h30m", 5400), ("2d", 172800)])
+def test_durations_are_seconds_or_prometheus_durations(text: str, seconds: float) -> None:
+    assert export.parse_duration(text) == seconds
+
+
+def test_the_grid_is_prometheus_own_start_plus_k_steps() -> None:
+    assert export.TimeRange(100, 110, 4).times() == [100, 104, 108]
+
+
+def test_long_ranges_are_queried_in_chunks_prometheus_accepts_on_the_same_grid() -> None:
+    span = export.TimeRange(0, 30 * (2 * export.MAX_POINTS + 5), 30)
+    chunks = list(span.chunks())
+    assert all(chunk.points <= export.MAX_POINTS for chunk in chunks)
+    assert [t for chunk in chunks for t in chunk.times()] == span.times()
+
+
+def test_a_range_that_ends_before_it_starts_is_refused() -> None:
+    with pytest.raises(ValueError, match="--end 1970-01-01T00:00:05Z is before --start 1970-01-01T00:00:10Z"):
+        export.TimeRange(10, 5, 1)
+
+
+def matrix(role: str, name: str, values: list[tuple[int, str]], namespace: str = "shop") -> dict[str, Any]:
+    return {"metric": {"namespace": namespace, "serving": name, "role": role}, "values": [[t, v] for t, v in values]}
+
+
+class RecordedPrometheus:
+    """Answers each of the poller's queries with a fixed matrix, and remembers what it was asked."""
+
+    def __init__(self, answers: dict[str, list[dict[str, Any]]]) -> None:
+        self.answers, self.asked = answers, []
+
+    def __call__(self, promql: str, start: int, end: int, step: float) -> list[dict[str, Any]]:
+        self.asked.append((promql, start, end, step))
+        return self.answers.get(promql, [])
+
+
+def test_lines_take_the_servings_own_series_and_the_baselines_p99() -> None:
+    queries = metrics.queries(300)
+    prometheus = RecordedPrometheus({
+        queries["acceptance_rate"]: [matrix(render.ROLE_SPECULATIVE, "mine", [(60, "0.7"), (90, "NaN")]), matrix(render.ROLE_SPECULATIVE, "other", [(60, "0.1")])],
+        queries["p99_tpot"]: [matrix(render.ROLE_SPECULATIVE, "mine", [(60, "0.03")]), matrix(render.ROLE_BASELINE, "mine", [(90, "0.025")]),
+                              matrix(render.ROLE_SPECULATIVE, "mine", [(60, "9")], namespace="elsewhere")],
+    })
+    lines = export.export(prometheus, export.Serving("shop", "mine", 300), export.TimeRange(30, 90, 30))
+    assert [(x["t"], x["acceptance_rate"], x["p99_tpot"], x["baseline_p99_tpot"]) for x in lines] == [
+        (30, None, None, None), (60, 0.7, 0.03, None), (90, None, None, 0.025)
+    ]
+    assert {promql for promql, *_ in prometheus.asked} == {queries[field] for field in export.EXPORTED}
+    assert export.has_data(lines) and not export.has_data(lines[:1])
+
+
+def serving_file(tmp_path: Path) -> Path:
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(serving(name="s")))
+    return path
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--start", "yesterday", "--end", "now"], "specserve export: --start 'yesterday' is not a time: give Unix seconds, RFC 3339"),
+    (["--start", "now", "--end", "now-1h"], "specserve export: --end "),
+    (["--start", "now-1h", "--end", "now", "--step", "1.5"], "specserve export: --step 1.5: give whole seconds"),
+    (["--start", "now-1h", "--end", "now", "--step", "soon"], "specserve export: --step 'soon' is not a duration"),
+])
+def test_bad_times_are_one_line_and_exit_2(arguments: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["export", str(serving_file(tmp_path)), "--prometheus-url", "http://127.0.0.1:9", *arguments]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith(message) and len(captured.err.splitlines()) == 1
+
+
+def test_export_takes_one_serving(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump_all([serving(name="a"), serving(name="b")]))
+    assert cli.main(["export", str(path), "--prometheus-url", "http://127.0.0.1:9", "--start", "now-1h", "--end", "now"]) == 2
+    assert capsys.readouterr().err == f"specserve export: {path}: holds 2 documents; export takes one SpeculativeServing\n"
+
+
+def test_metric_labels_come_from_the_operators_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPECSERVE_SERVING_LABEL", "not a label")
+    assert cli.main(["export", str(serving_file(tmp_path)), "--prometheus-url", "http://127.0.0.1:9", "--start", "now-1h", "--end", "now"]) == 2
+    assert capsys.readouterr().err.startswith("specserve export: metric labels from SPECSERVE_*_LABEL: 'not a label' is not a Prometheus label name")
