@@ -122,7 +122,10 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError(problem)
     from specserve import controller  # imported here so `crd` and `render` need no Kopf start-up
 
-    controller.run(settings)
+    try:
+        controller.run(settings)
+    except controller.StartupError as error:
+        raise InputError(str(error)) from None
     return 0
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import kopf
 import pydantic
+import urllib3
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
@@ -24,6 +25,7 @@ from specserve.telemetry import TELEMETRY
 MANAGED = {render.MANAGED_BY_LABEL: render.MANAGER}
 TRANSIENT_STATUSES = {408, 409, 429}
 RETRY_DELAY_SECONDS = 30
+API_UNREACHABLE = (ApiException, urllib3.exceptions.HTTPError, OSError)
 
 
 # ---------------------------------------------------------------- start-up
@@ -50,7 +52,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
         query = metrics.prometheus_query(operator_settings.prometheus_url, operator_settings.prometheus_timeout_seconds)
         memo["poller"] = health.Poller(query, labels, operator_settings.poll_interval_seconds)
     memo["poller_task"] = asyncio.create_task(memo["poller"].run(), name="specserve-poller")
-    if operator_settings.metrics_port:
+    if operator_settings.metrics_port and "metrics_server" not in memo:
         memo["metrics_server"], _ = TELEMETRY.serve(operator_settings.metrics_port)
 
 
@@ -224,9 +226,19 @@ async def health_loop(stopped: kopf.DaemonStopped, namespace: str, name: str, bo
                 continue
             snapshot["status"] = dict(body.status)
             if health.due(snapshot["status"], spec, time.time()):
-                await act_on_health(snapshot, spec, result, memo, logger)
+                try:
+                    await act_on_health(snapshot, spec, result, memo, logger)
+                except API_UNREACHABLE as error:
+                    # An API server outage is expected, not a crash: the decision is judged again at the next poll.
+                    logger.warning("health: the API server did not take the decision (%s); judging again at the next poll", _short(error))
     finally:
         poller.unsubscribe(namespace, name)
+
+
+def _short(error: BaseException) -> str:
+    if isinstance(error, ApiException):
+        return f"{error.status} {_api_message(error)}"
+    return f"{type(error).__name__}: {error}"[:300]
 
 
 async def _next_poll(queue: asyncio.Queue[health.PollResult], stopped: kopf.DaemonStopped, timeout: float) -> health.PollResult | None:
@@ -435,8 +447,21 @@ def serving_status(
 # ---------------------------------------------------------------- entry point
 
 
+class StartupError(Exception):
+    """A start-up step that cannot succeed by retrying (a busy port): said once, before Kopf starts."""
+
+
 def run(settings: OperatorSettings) -> None:
-    """Run the operator until it is stopped (`specserve run`)."""
+    """Run the operator until it is stopped (`specserve run`); raises StartupError before anything starts."""
+    memo = kopf.Memo(settings=settings)
+    if settings.metrics_port:
+        try:
+            memo["metrics_server"], _ = TELEMETRY.serve(settings.metrics_port)
+        except OSError as error:
+            raise StartupError(
+                f"cannot serve the operator's metrics on port {settings.metrics_port}: {error.strerror or error} "
+                "(another process holds it; choose a port with --metrics-port, or 0 for none)"
+            ) from None
     kopf.configure(log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN, verbose=settings.log_level == "DEBUG")
     logging.getLogger().setLevel(settings.log_level)
     kopf.run(
@@ -445,5 +470,5 @@ def run(settings: OperatorSettings) -> None:
         liveness_endpoint=settings.liveness_endpoint,
         standalone=settings.peering is None,
         peering_name=settings.peering,
-        memo=kopf.Memo(settings=settings),
+        memo=memo,
     )

@@ -189,9 +189,10 @@ def _container(spec: api.SpeculativeServingSpec, target: Target, args: list[str]
     gpus = {spec.gpu.resource_name: str(spec.gpu.count)} if spec.gpu.resource_name else {}
     resources = engine.resources.wire() if engine.resources else {}
     resources = {
-        "requests": {**{k: str(v) for k, v in resources.get("requests", {}).items()}, **gpus},
-        "limits": {**{k: str(v) for k, v in resources.get("limits", {}).items()}, **gpus},
-    }
+        kind: amounts
+        for kind in ("requests", "limits")
+        if (amounts := {**{k: str(v) for k, v in (resources.get(kind) or {}).items()}, **gpus})
+    }  # the API server stores an empty map as absent: rendering one would look like drift on every event
     startup_period = 10
     return {
         "name": "vllm",

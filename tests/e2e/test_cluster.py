@@ -310,3 +310,16 @@ def test_a_variant_the_spec_no_longer_declares_falls_back_visibly(kube, namespac
     fallbacks = [e for e in warnings_of(kube, namespace, "ladder") if e["reason"] == "UnknownVariant"]
     assert len(fallbacks) == 1 and fallbacks[0].get("count", 1) == 1
     delete_serving(kube, namespace, "ladder")
+
+
+def test_a_hundred_gpu_free_servings_cause_no_false_drift(kube, namespace, operator):
+    names = [f"nogpu-{i:03d}" for i in range(100)]
+    for name in names:
+        create(kube, namespace, serving(name=name, gpu={"resourceName": "", "product": "L40S"}, engine={"resources": {"requests": {"cpu": "10m"}}}))
+    eventually(lambda: all(status_of(kube, namespace, n).get("phase") == "Ready" for n in names), timeout=240, interval=2)
+    time.sleep(10)  # the Deployment controller keeps writing status meanwhile: none of that is drift
+    events = kube._call("GET", f"/api/v1/namespaces/{namespace}/events", query=[("fieldSelector", "reason=DriftReverted")])["items"]
+    assert [e["involvedObject"]["name"] for e in events] == []
+    for name in names:
+        kube._call("DELETE", k.SERVINGS.path(namespace, name))
+    eventually(lambda: not [s for s in kube._call("GET", k.SERVINGS.path(namespace))["items"] if s["metadata"]["name"].startswith("nogpu-")], timeout=120, interval=2)

@@ -304,3 +304,19 @@ def test_simulate_on_a_busy_port_exits_2(how: str) -> None:
 def test_installed_entry_point_prints_no_traceback_for_a_missing_file(tmp_path: Path) -> None:
     result = specserve("plan", str(tmp_path / "absent.yaml"))
     assert (result.returncode, result.stdout, result.stderr) == (2, "", f"specserve plan: {tmp_path / 'absent.yaml'}: no such file\n")
+
+
+def test_run_with_its_metrics_port_taken_exits_2_at_once(tmp_path: Path) -> None:
+    kubeconfig = write(tmp_path, "config", yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+    }))
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = specserve("run", "--metrics-port", str(port), env=no_cluster_environment(tmp_path, KUBECONFIG=str(kubeconfig)), timeout=30)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"specserve run: cannot serve the operator's metrics on port {port}: Address already in use"), result.stderr
