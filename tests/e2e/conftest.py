@@ -19,7 +19,7 @@ from tests.e2e.operator_process import running_operator
 ROOT = Path(__file__).resolve().parents[2]
 NO_CLUSTER = (
     "e2e tests need a real cluster: set KUBECONFIG, e.g. "
-    "`k8s_env=$(FAKE_KUBELET=1 ../shared/k8s/up.sh) && eval \"$k8s_env\"` (see README, Tests)"
+    "`k8s_env=$(FAKE_KUBELET=1 FAKE_KUBELET_ARGS=\"--gpus 64 --max-pods 500\" ../shared/k8s/up.sh) && eval \"$k8s_env\"` (see README, Tests)"
 )
 
 
