@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 from typing import Any
 
@@ -39,6 +40,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=api.GROUP, key="last-handled-configuration")
     settings.posting.reporting_component = render.MANAGER
     settings.posting.level = logging.INFO
+    settings.peering.lifetime = operator_settings.peering_lifetime_seconds
     settings.queueing.error_delays = [10, 20, 30, 60, 120, 300]
     managed = ",".join(f"{k}={v}" for k, v in MANAGED.items())
     for resource in (("apps", "deployments"), ("", "services")):
@@ -451,6 +453,12 @@ class StartupError(Exception):
     """A start-up step that cannot succeed by retrying (a busy port): said once, before Kopf starts."""
 
 
+def seniority_priority(started: float, tiebreak: int) -> int:
+    """A Kopf peering priority that falls with the start time: the longest-running replica acts, and one that
+    joins later stands by instead of pausing it (equal priorities would pause them all)."""
+    return -(int(started * 1000) * 1000 + tiebreak % 1000)
+
+
 def run(settings: OperatorSettings) -> None:
     """Run the operator until it is stopped (`specserve run`); raises StartupError before anything starts."""
     memo = kopf.Memo(settings=settings)
@@ -470,5 +478,6 @@ def run(settings: OperatorSettings) -> None:
         liveness_endpoint=settings.liveness_endpoint,
         standalone=settings.peering is None,
         peering_name=settings.peering,
+        priority=seniority_priority(time.time(), random.randrange(1000)),
         memo=memo,
     )

@@ -21,6 +21,7 @@ class OperatorSettings(BaseSettings):
     metrics_port: int = Field(default=8081, ge=0, le=65535, description="Port of the operator's own /metrics; 0 turns it off.")
     liveness_endpoint: str = Field(default="http://0.0.0.0:8080/healthz", description="Kopf's liveness endpoint.")
     peering: str | None = Field(default=None, description="Kopf peering name, so only one of several operator replicas is active.")
+    peering_lifetime_seconds: int = Field(default=20, ge=10, le=600, description="How long a silent peer counts as alive: a killed leader is replaced after at most this long.")
     poll_interval_seconds: float = Field(default=15.0, ge=1, le=3600, description="How often the poller asks Prometheus; each serving is evaluated at its own healthPolicy.intervalSeconds.")
     prometheus_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     namespace_label: str = Field(default="namespace", description="Metric label that carries the pod's namespace.")

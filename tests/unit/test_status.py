@@ -160,3 +160,8 @@ def test_a_declared_or_absent_active_variant_is_not_forgotten():
 
 def test_dropping_every_variant_falls_back_to_the_target_model():
     assert "serving spec.target.model" in controller.forgotten_variant(SPEC, {"activeVariant": "bf16"})
+
+
+def test_an_earlier_started_replica_has_the_higher_peering_priority():
+    assert controller.seniority_priority(1000.0, 999) > controller.seniority_priority(1000.001, 0)
+    assert controller.seniority_priority(1000.0, 1) != controller.seniority_priority(1000.0, 2)
