@@ -8,48 +8,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import pydantic
 import yaml
 
-from specserve import api, crd, planner, render
+from specserve import api, crd, inputs, kube, planner, render
 from specserve.settings import OperatorSettings
 
 if TYPE_CHECKING:
     from specserve import export, metrics  # imported when used, so other commands need no Prometheus client
 
-NO_CLUSTER = "no cluster configured: set KUBECONFIG or run in a pod"
-
-
-class InputError(Exception):
-    """A file the command cannot use; the message names the file (and document) and says why. Exit code 2."""
-
-
-class InvalidServing(ValueError):
-    """A YAML document that is not a SpeculativeServing the API server would admit (not a mapping, no usable name)."""
-
-
-INVALID = (pydantic.ValidationError, render.RenderError, InvalidServing)  # what one document can be refused for
 REFUSED = 1  # exit code of `plan` and `render` when the operator would refuse a serving (its MemoryBudget verdict blocks)
-
-
-@dataclass(frozen=True)
-class Document:
-    """One SpeculativeServing read from a file, and where it came from (for messages)."""
-
-    where: str  # "FILE: document N"
-    serving: api.SpeculativeServing
-
-    @property
-    def key(self) -> str:
-        meta = self.serving.metadata
-        return f"{meta.get('namespace', 'default')}/{meta['name']}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except InputError as error:
+    except inputs.InputError as error:
         print(f"specserve {arguments[0]}: {error}", file=sys.stderr)
         return 2
 
@@ -117,15 +90,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.all_namespaces:
         overrides["namespaces"] = []
     settings = OperatorSettings(**overrides)
-    problem = cluster_problem()
+    problem = kube.login_problem()
     if problem:  # Kopf would log a traceback and retry the login forever
-        raise InputError(problem)
+        raise inputs.InputError(problem)
     from specserve import controller  # imported here so `crd` and `render` need no Kopf start-up
 
     try:
         controller.run(settings)
     except controller.StartupError as error:
-        raise InputError(str(error)) from None
+        raise inputs.InputError(str(error)) from None
     return 0
 
 
@@ -139,26 +112,26 @@ def _replay(args: argparse.Namespace) -> int:
             for decision in replay.replay(serving.spec, lines, fitting):
                 print(json.dumps(decision), flush=True)
     except replay.ReplayError as error:
-        raise InputError(f"{_where(args.observations)}: {error}") from None
+        raise inputs.InputError(f"{inputs.where(args.observations)}: {error}") from None
     except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{_where(args.observations)}: {_unreadable(error)}") from None
+        raise inputs.InputError(f"{inputs.where(args.observations)}: {inputs.unreadable(error)}") from None
     return 0
 
 
 def _one_serving(path: Path, command: str) -> api.SpeculativeServing:
-    documents = load_documents(path)
+    documents = inputs.load_documents(path)
     if len(documents) > 1:
-        raise InputError(f"{_where(path)}: holds {len(documents)} documents; {command} takes one SpeculativeServing")
+        raise inputs.InputError(f"{inputs.where(path)}: holds {len(documents)} documents; {command} takes one SpeculativeServing")
     try:
-        return load_serving(documents[0])
-    except INVALID as error:
-        raise InputError(f"{_where(path)}: {api.describe_error(error)}") from None
+        return inputs.load_serving(documents[0])
+    except inputs.INVALID as error:
+        raise inputs.InputError(f"{inputs.where(path)}: {api.describe_error(error)}") from None
 
 
 def _plan(args: argparse.Namespace) -> int:
     from specserve import plan_report
 
-    documents = load_servings(args.files)
+    documents = inputs.load_servings(args.files)
     refused = False
     for number, document in enumerate(documents):
         budget = operator_plan(document.serving)
@@ -171,7 +144,7 @@ def _plan(args: argparse.Namespace) -> int:
     return REFUSED if refused else 0
 
 
-def plan_json(document: Document, budget: planner.Plan, verdict: planner.Verdict) -> dict[str, Any]:
+def plan_json(document: inputs.Document, budget: planner.Plan, verdict: planner.Verdict) -> dict[str, Any]:
     """One document's line of `plan -o json`: the serving it is about, the MemoryBudget condition, then the active variant's budget."""
     memory = {"status": verdict.status, "reason": verdict.reason, "message": verdict.message, "blocking": verdict.blocking}
     return {"serving": document.key, "source": document.where, "memoryBudget": memory, **budget.to_json()}
@@ -182,7 +155,7 @@ def operator_plan(serving: api.SpeculativeServing) -> planner.Plan:
     return planner.plan(serving.spec, speculation=render.DecisionState().speculation)
 
 
-def _refuse_if_blocking(command: str, document: Document, verdict: planner.Verdict, consequence: str) -> bool:
+def _refuse_if_blocking(command: str, document: inputs.Document, verdict: planner.Verdict, consequence: str) -> bool:
     """One stderr line for a serving the operator would refuse (Accepted=False, MemoryBudgetExceeded); True when it did."""
     if verdict.blocking:
         print(f"specserve {command}: {document.where} ({document.key}): the operator refuses it ({planner.REFUSED_REASON}, MemoryBudget {verdict.reason}): {verdict.message}{consequence}", file=sys.stderr)
@@ -199,7 +172,7 @@ def _export(args: argparse.Namespace) -> int:
     try:
         lines = export.export(metrics.prometheus_query_range(args.prometheus_url), target, span, _metric_labels())
     except metrics.MetricsError as error:
-        raise InputError(f"{args.prometheus_url}: Prometheus did not answer: {error}") from None
+        raise inputs.InputError(f"{args.prometheus_url}: Prometheus did not answer: {error}") from None
     if not export.has_data(lines):
         print(f"specserve export: note: {args.prometheus_url} has no samples for {target.namespace}/{target.name} in the range: check the time range and the metric labels (SPECSERVE_*_LABEL)", file=sys.stderr)
     for line in lines:
@@ -217,7 +190,7 @@ def _time_range(args: argparse.Namespace, interval_seconds: int) -> export.TimeR
             raise ValueError(f"--step {args.step}: give whole seconds")
         return export.TimeRange(_flag("--start", export.parse_time, args.start, now), _flag("--end", export.parse_time, args.end, now), int(step))
     except ValueError as error:
-        raise InputError(str(error)) from None
+        raise inputs.InputError(str(error)) from None
 
 
 def _flag(flag: str, parse: Callable[..., Any], *values: Any) -> Any:
@@ -235,7 +208,7 @@ def _metric_labels() -> metrics.Labels:
         settings = OperatorSettings()
         return metrics.Labels(settings.namespace_label, settings.serving_label, settings.role_label)
     except (pydantic.ValidationError, ValueError) as error:
-        raise InputError(f"metric labels from SPECSERVE_*_LABEL: {' '.join(str(error).split())}") from None
+        raise inputs.InputError(f"metric labels from SPECSERVE_*_LABEL: {' '.join(str(error).split())}") from None
 
 
 def _crd(_: argparse.Namespace) -> int:
@@ -245,13 +218,13 @@ def _crd(_: argparse.Namespace) -> int:
 
 def _render(args: argparse.Namespace) -> int:
     options = render.RenderOptions(pod_monitor_api=args.pod_monitor_api)
-    documents = load_servings(args.files)
+    documents = inputs.load_servings(args.files)
     rendered: list[list[dict[str, Any]]] = []
     for document in documents:
         try:
             rendered.append(render_serving(document.serving, options))
-        except INVALID as error:
-            raise InputError(f"{document.where}: {api.describe_error(error)}") from None
+        except inputs.INVALID as error:
+            raise inputs.InputError(f"{document.where}: {api.describe_error(error)}") from None
     objects: list[dict[str, Any]] = []
     refused = False
     for document, its_objects in zip(documents, rendered):
@@ -265,7 +238,7 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def render_document(document: Any, options: render.RenderOptions) -> list[dict[str, Any]]:
-    return render_serving(load_serving(document), options)
+    return render_serving(inputs.load_serving(document), options)
 
 
 def render_serving(serving: api.SpeculativeServing, options: render.RenderOptions) -> list[dict[str, Any]]:
@@ -273,91 +246,6 @@ def render_serving(serving: api.SpeculativeServing, options: render.RenderOption
     meta = serving.metadata
     owner = render.Owner(name=meta["name"], namespace=meta.get("namespace", "default"), uid=meta.get("uid", ""))
     return render.render(owner, serving.spec, render.DecisionState(), options)
-
-
-def load_serving(document: Any) -> api.SpeculativeServing:
-    """One YAML document as a SpeculativeServing the API server would admit; raises one of INVALID naming the field."""
-    if not isinstance(document, dict):
-        raise InvalidServing(f"a SpeculativeServing is a YAML mapping (apiVersion, kind, metadata, spec), not a {type(document).__name__}")
-    serving = api.SpeculativeServing.model_validate(document)
-    name = serving.metadata.get("name")
-    problem = api.name_problem("" if name is None else str(name))
-    if problem:
-        raise InvalidServing(problem)
-    return serving
-
-
-def load_servings(paths: list[Path]) -> list[Document]:
-    """Every SpeculativeServing of every file, in order; InputError naming the file, document and field for the first bad one."""
-    documents: list[Document] = []
-    for path in paths:
-        for number, document in enumerate(load_documents(path), start=1):
-            where = f"{_where(path)}: document {number}"
-            try:
-                documents.append(Document(where, load_serving(document)))
-            except INVALID as error:
-                raise InputError(f"{where}: {api.describe_error(error)}") from None
-    return documents
-
-
-def load_documents(path: Path) -> list[Any]:
-    """The YAML documents of a file ('-' for stdin), empty ones dropped; InputError when there are none or it cannot be read."""
-    where = _where(path)
-    try:
-        text = sys.stdin.read() if str(path) == "-" else path.read_text()
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{where}: {_unreadable(error)}") from None
-    try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as error:
-        raise InputError(f"{where}: not valid YAML: {_yaml_problem(error)}") from None
-    if not documents:
-        raise InputError(f"{where}: holds no SpeculativeServing (it has no YAML document)")
-    return documents
-
-
-def _where(path: Path) -> str:
-    return "stdin" if str(path) == "-" else str(path)
-
-
-def _unreadable(error: OSError | UnicodeDecodeError) -> str:
-    if isinstance(error, UnicodeDecodeError):
-        return "not a text file (it is not UTF-8)"
-    if isinstance(error, FileNotFoundError):
-        return "no such file"
-    if isinstance(error, IsADirectoryError):
-        return "is a directory; give a file"
-    return f"cannot read it: {error.strerror or error}"
-
-
-def _yaml_problem(error: yaml.YAMLError) -> str:
-    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
-        mark = error.problem_mark
-        context = f" ({error.context})" if error.context else ""
-        return f"line {mark.line + 1}, column {mark.column + 1}: {error.problem}{context}"
-    return str(error)
-
-
-def cluster_problem() -> str | None:
-    """Why the operator could not log in the way Kopf does (in-cluster service account, else kubeconfig), or None."""
-    import kubernetes
-
-    configuration = kubernetes.client.Configuration()
-    try:
-        kubernetes.config.load_incluster_config(client_configuration=configuration)
-        return None
-    except kubernetes.config.ConfigException:
-        pass
-    kubeconfig = os.environ.get("KUBECONFIG", "")
-    paths = [Path(p).expanduser() for p in kubeconfig.split(os.pathsep) if p] or [Path("~/.kube/config").expanduser()]
-    if not any(p.is_file() for p in paths):
-        return NO_CLUSTER + (f" (KUBECONFIG={kubeconfig} names no file)" if kubeconfig else "")
-    try:
-        kubernetes.config.load_kube_config(client_configuration=configuration)
-    except (kubernetes.config.ConfigException, OSError, yaml.YAMLError, ValueError, TypeError) as error:
-        where = f"KUBECONFIG={kubeconfig}" if kubeconfig else str(paths[0])
-        return f"{where}: unusable kubeconfig: {' '.join(str(error).split())}"
-    return None
 
 
 def _simulate(arguments: list[str]) -> int:

@@ -119,7 +119,7 @@ async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger) 
     budget = planner.verdict(planner.plan(spec, speculation=state.speculation))
     memory = condition("MemoryBudget", budget.status, budget.reason, budget.message, generation)
     if budget.blocking:
-        return await _reject(client, body, "MemoryBudgetExceeded", budget.message, [memory])
+        return await _reject(client, body, planner.REFUSED_REASON, budget.message, [memory])
     _announce_budget(body, status, memory)
     try:
         for obj in objects:

@@ -6,10 +6,13 @@ Thin wrapper over the official client; blocking calls run in a thread so Kopf's 
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import kubernetes
+import yaml
 from kubernetes.client.exceptions import ApiException
 
 from specserve import api, render
@@ -56,6 +59,23 @@ def new_api_client() -> kubernetes.client.ApiClient:
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config(client_configuration=configuration)
     return kubernetes.client.ApiClient(configuration)
+
+
+NO_CLUSTER = "no cluster configured: set KUBECONFIG or run in a pod"
+
+
+def login_problem() -> str | None:
+    """Why new_api_client (the way Kopf logs in too) cannot log in, in one line; None when it can."""
+    try:
+        new_api_client()
+        return None
+    except (kubernetes.config.ConfigException, OSError, yaml.YAMLError, ValueError, TypeError) as error:
+        kubeconfig = os.environ.get("KUBECONFIG", "")
+        paths = [Path(p).expanduser() for p in kubeconfig.split(os.pathsep) if p] or [Path("~/.kube/config").expanduser()]
+        if not any(p.is_file() for p in paths):
+            return NO_CLUSTER + (f" (KUBECONFIG={kubeconfig} names no file)" if kubeconfig else "")
+        where = f"KUBECONFIG={kubeconfig}" if kubeconfig else str(paths[0])
+        return f"{where}: unusable kubeconfig: {' '.join(str(error).split())}"
 
 
 class Kube:

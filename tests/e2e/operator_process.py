@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.processes import stop
+
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / "tests" / "e2e" / "logs"
 CLOSED_PROMETHEUS = "http://127.0.0.1:9"  # nothing listens: the health loop holds, no DNS look-ups
@@ -53,12 +55,7 @@ def running_operator(label: str, args: list[str], env: dict[str, str] | None = N
             _wait_alive(port, process, log_path, start_timeout)
             yield OperatorProcess(process, log_path)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process, grace_seconds=30)
 
 
 def _wait_alive(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tests.support.processes import stop
+
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0
 
@@ -51,12 +53,7 @@ def running_simulator(*argv: str, module: str = "specserve.simulator") -> Iterat
             _wait_healthy(base_url, process, log)
             yield base_url
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process, grace_seconds=10)
 
 
 def request(base_url: str, path: str, body: Any = None, method: str | None = None) -> tuple[int, Any]:
