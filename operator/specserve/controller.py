@@ -6,10 +6,11 @@ The operator never writes spec. Bad input becomes a condition and one Warning ev
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 import random
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import kopf
@@ -18,14 +19,12 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
-from specserve import api, availability, health, kube, metrics, planner, render
+from specserve import api, applying, availability, health, kube, metrics, planner, render
 from specserve.conditions import condition, find as _find_condition, merge_conditions
 from specserve.settings import OperatorSettings
 from specserve.telemetry import TELEMETRY
 
 MANAGED = {render.MANAGED_BY_LABEL: render.MANAGER}
-TRANSIENT_STATUSES = {408, 409, 429}
-RETRY_DELAY_SECONDS = 30
 API_UNREACHABLE = (ApiException, urllib3.exceptions.HTTPError, OSError)
 
 
@@ -84,12 +83,12 @@ async def _pod_monitor_api(client: kube.Kube, settings: OperatorSettings) -> boo
 @kopf.on.resume(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.create(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.update(api.GROUP, api.VERSION, api.PLURAL)
-async def reconcile_serving(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def reconcile_serving(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, retry: int, **_: Any) -> None:
     started = time.perf_counter()
     try:
-        written = await reconcile(dict(body), memo, logger)
+        written = await reconcile(dict(body), memo, logger, retry)
     except kopf.TemporaryError:
-        TELEMETRY.record_reconcile("error", time.perf_counter() - started, reason="ApiError")
+        TELEMETRY.record_reconcile("error", time.perf_counter() - started, reason="ApplyFailed")
         raise
     written = written or {}
     rejected = written.get("phase") == "Invalid"
@@ -100,11 +99,17 @@ async def reconcile_serving(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logge
 
 
 @kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL, optional=True)
-async def forget_serving(namespace: str, name: str, **_: Any) -> None:
+async def forget_serving(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     TELEMETRY.forget_serving(namespace, name)
+    ledger_of(memo).forget_serving(namespace, name)
 
 
-async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger) -> dict[str, Any] | None:
+def ledger_of(memo: kopf.Memo) -> applying.Ledger:
+    ledger: applying.Ledger = memo.setdefault("ledger", applying.Ledger())
+    return ledger
+
+
+async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger, retry: int = 0) -> dict[str, Any] | None:
     """Apply what the spec asks for, or explain why not; returns the status written."""
     meta, status = body["metadata"], body.get("status") or {}
     generation = meta.get("generation")
@@ -121,16 +126,20 @@ async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger) 
     if budget.blocking:
         return await _reject(client, body, planner.REFUSED_REASON, budget.message, [memory])
     _announce_budget(body, status, memory)
+    ledger = ledger_of(memo)
     try:
-        for obj in objects:
-            await client.apply(obj)
-        await prune(client, body, objects)
-    except ApiException as error:
-        if error.status is not None and 400 <= error.status < 500 and error.status not in TRANSIENT_STATUSES:
-            return await _reject(client, body, "ApplyRejected", f"the API server rejected the rendered objects: {_api_message(error)}")
-        raise kopf.TemporaryError(f"applying objects failed ({error.status}): {_api_message(error)}", delay=RETRY_DELAY_SECONDS) from error
+        done = await applying.apply_all(client, objects, ledger)
+        await prune(client, body, objects, ledger)
+    except applying.ApplyFailed as failure:
+        if failure.refused:
+            return await _reject(client, body, "ApplyRejected", failure.cause, done=failure.progress())
+        await _record_apply_failure(client, body, failure, retry, memo, [memory], (spec, state))
+        raise  # unreachable: _record_apply_failure raises kopf.TemporaryError
+    except API_UNREACHABLE as error:  # prune's list or delete
+        delay = applying.retry_delay(retry, *_retry_bounds(memo))
+        raise kopf.TemporaryError(f"pruning objects failed: {_short(error)}; retrying in {delay:.0f} s", delay=delay) from error
     deployments = await client.list(kube.DEPLOYMENTS, meta["namespace"], {render.SERVING_LABEL: meta["name"], **MANAGED})
-    applied = f"{len(objects)} objects applied with server-side apply"
+    applied = _applied_message(done)
     forgotten = forgotten_variant(spec, status)
     accepted = condition("Accepted", "True", "VariantFallback", f"{forgotten}; {applied}", generation) if forgotten else condition("Accepted", "True", "Applied", applied, generation)
     written = await client.update_serving_status(
@@ -139,16 +148,64 @@ async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger) 
     if forgotten:
         kopf.event(body, type="Warning", reason="UnknownVariant", message=forgotten[:1024])
     if status.get("observedGeneration") != generation or (_find_condition(status, "Accepted") or {}).get("status") != "True":
-        kopf.event(body, type="Normal", reason="Applied", message=f"applied {', '.join(_describe(o) for o in objects)}")
+        kopf.event(body, type="Normal", reason="Applied", message=f"applied {', '.join(applying.describe(o) for o in objects)}")
     logger.info("reconciled generation %s: %s", generation, (written or {}).get("phase"))
     return written
 
 
-async def _reject(client: kube.Kube, body: dict[str, Any], reason: str, problem: str, extra: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
-    """Record a problem only the operator can see: a condition, and one Warning event per distinct problem."""
+def _applied_message(done: applying.Applied) -> str:
+    if not done.written:
+        return f"{len(done.unchanged)} objects already as rendered, nothing to apply"
+    unchanged = f"; {len(done.unchanged)} already as rendered" if done.unchanged else ""
+    return f"{len(done.written)} objects applied with server-side apply{unchanged}"
+
+
+def _retry_bounds(memo: kopf.Memo) -> tuple[float, float]:
+    settings: OperatorSettings = memo.get("settings") or OperatorSettings()
+    return settings.retry_first_seconds, settings.retry_longest_seconds
+
+
+async def _record_apply_failure(
+    client: kube.Kube,
+    body: dict[str, Any],
+    failure: applying.ApplyFailed,
+    retry: int,
+    memo: kopf.Memo,
+    own: list[dict[str, Any]],
+    intent: tuple[api.SpeculativeServingSpec, render.DecisionState],
+) -> None:
+    """An apply the API server did not take (quota, admission webhook down, overload): say which object and why
+    in Accepted, one Warning event per distinct cause, and retry with exponential backoff."""
+    meta = body["metadata"]
+    generation = meta.get("generation")
+    delay = applying.retry_delay(retry, *_retry_bounds(memo))
+    message = f"{failure.cause}; {failure.progress()}; attempt {retry + 1}, next in {delay:.0f} s"
+    accepted = condition("Accepted", "False", "ApplyFailed", message, generation)
+    previous: dict[str, Any] = {}
+    spec, state = intent
+    deployments = await client.list(kube.DEPLOYMENTS, meta["namespace"], {render.SERVING_LABEL: meta["name"], **MANAGED})
+
+    def build(latest: dict[str, Any]) -> dict[str, Any]:
+        previous.update(_find_condition(latest, "Accepted") or {})
+        return serving_status(latest, deployments, generation, [accepted, *own], state, spec)
+
+    await client.update_serving_status(meta["namespace"], meta["name"], build)
+    same_cause = previous.get("reason") == "ApplyFailed" and str(previous.get("message", "")).startswith(failure.cause + ";")
+    if not same_cause:
+        kopf.event(body, type="Warning", reason="ApplyFailed", message=message[:1024])
+    raise kopf.TemporaryError(message, delay=delay)
+
+
+async def _reject(
+    client: kube.Kube, body: dict[str, Any], reason: str, problem: str, extra: list[dict[str, Any]] | None = None, done: str | None = None
+) -> dict[str, Any] | None:
+    """Record a problem only the operator can see: a condition, and one Warning event per distinct problem.
+    `done` says what went in before the problem was found; by default nothing did."""
     generation = body["metadata"].get("generation")
-    serving_before = await client.get(kube.DEPLOYMENTS, body["metadata"]["namespace"], render.deployment_name(body["metadata"]["name"], render.ROLE_SPECULATIVE))
-    message = f"{problem}; nothing applied" + ("; the objects applied earlier keep serving" if serving_before else "")
+    if done is None:
+        serving_before = await client.get(kube.DEPLOYMENTS, body["metadata"]["namespace"], render.deployment_name(body["metadata"]["name"], render.ROLE_SPECULATIVE))
+        done = "nothing applied" + ("; the objects applied earlier keep serving" if serving_before else "")
+    message = f"{problem}; {done}"
     accepted = condition("Accepted", "False", reason, message, generation)
     previous: dict[str, Any] = {}
 
@@ -169,18 +226,7 @@ def _announce_budget(body: dict[str, Any], status: dict[str, Any], memory: dict[
         kopf.event(body, type="Warning", reason=f"MemoryBudget{memory['reason']}", message=memory["message"][:1024])
 
 
-def _api_message(error: ApiException) -> str:
-    try:
-        return str(json.loads(error.body).get("message", error.reason))
-    except (TypeError, ValueError, AttributeError):
-        return str(error.reason)
-
-
-def _describe(obj: dict[str, Any]) -> str:
-    return f"{obj['kind']}/{obj['metadata']['name']}"
-
-
-async def prune(client: kube.Kube, body: dict[str, Any], desired: list[dict[str, Any]]) -> None:
+async def prune(client: kube.Kube, body: dict[str, Any], desired: list[dict[str, Any]], ledger: applying.Ledger) -> None:
     """Delete objects this serving owns that the spec no longer asks for (baseline scaled to 0, PodMonitor off)."""
     meta = body["metadata"]
     wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
@@ -197,6 +243,7 @@ async def prune(client: kube.Kube, body: dict[str, Any], desired: list[dict[str,
         for obj in live:
             if (kind_name, obj["metadata"]["name"]) not in wanted and _owned_by(obj, meta.get("uid")):
                 await client.delete(kind, meta["namespace"], obj["metadata"]["name"])
+                ledger.forget({**obj, "kind": kind_name})
                 kopf.event(body, type="Normal", reason="Pruned", message=f"deleted {kind_name}/{obj['metadata']['name']}, which the spec no longer asks for")
 
 
@@ -227,19 +274,21 @@ async def health_loop(stopped: kopf.DaemonStopped, namespace: str, name: str, bo
             if result is None:
                 continue
             snapshot["status"] = dict(body.status)
-            if health.due(snapshot["status"], spec, time.time()):
-                try:
+            try:
+                if (namespace, name) in memo.get("unapplied", {}):
+                    await apply_decision(snapshot, spec, decision_state(spec, snapshot["status"]), memo, "an earlier decision was recorded")
+                if health.due(snapshot["status"], spec, time.time()):
                     await act_on_health(snapshot, spec, result, memo, logger)
-                except API_UNREACHABLE as error:
-                    # An API server outage is expected, not a crash: the decision is judged again at the next poll.
-                    logger.warning("health: the API server did not take the decision (%s); judging again at the next poll", _short(error))
+            except API_UNREACHABLE as error:
+                # An API server outage is expected, not a crash: the decision is judged again at the next poll.
+                logger.warning("health: the API server did not take the decision (%s); judging again at the next poll", _short(error))
     finally:
         poller.unsubscribe(namespace, name)
 
 
 def _short(error: BaseException) -> str:
     if isinstance(error, ApiException):
-        return f"{error.status} {_api_message(error)}"
+        return f"{error.status} {applying.api_message(error)}"
     return f"{type(error).__name__}: {error}"[:300]
 
 
@@ -267,27 +316,47 @@ async def act_on_health(body: dict[str, Any], spec: api.SpeculativeServingSpec, 
     def build(latest: dict[str, Any]) -> dict[str, Any]:
         return {**outcome.status, "conditions": merge_conditions(latest.get("conditions") or [], outcome.status["conditions"])}
 
-    key = (meta["namespace"], meta["name"])
-    acting: set[tuple[str, str]] = memo.setdefault("acting", set())
-    acting.add(key)  # between the status write and the apply, a Deployment event is not drift: see owned_object_changed
-    try:
+    with _acting(memo, (meta["namespace"], meta["name"])):
         await client.update_serving_status(meta["namespace"], meta["name"], build)
         if outcome.event is not None:
             type_, reason, message = outcome.event
             kopf.event(body, type=type_, reason=reason, message=message[:1024])
         if outcome.decision.action != "keep":
             logger.info("health: %s (%s)", outcome.decision.action, outcome.decision.reason)
-        if outcome.render_state is None:
-            return
-        options = render.RenderOptions(pod_monitor_api=memo.get("pod_monitor_api", False))
-        try:
-            for obj in render.render(owner_of(body), spec, outcome.render_state, options):
-                await client.apply(obj)
-        except (render.RenderError, ApiException) as error:
-            kopf.event(body, type="Warning", reason="ApplyFailed", message=f"decision {outcome.decision.action} recorded but not yet applied: {error}"[:1024])
-            raise
+        if outcome.render_state is not None:
+            await apply_decision(body, spec, outcome.render_state, memo, f"decision {outcome.decision.action} recorded")
+
+
+@contextlib.contextmanager
+def _acting(memo: kopf.Memo, key: tuple[str, str]) -> Iterator[None]:
+    """Between a decision's status write and its apply, a Deployment event is not drift: see owned_object_changed."""
+    acting: set[tuple[str, str]] = memo.setdefault("acting", set())
+    acting.add(key)
+    try:
+        yield
     finally:
         acting.discard(key)
+
+
+async def apply_decision(body: dict[str, Any], spec: api.SpeculativeServingSpec, state: render.DecisionState, memo: kopf.Memo, what: str) -> None:
+    """Apply what a recorded decision renders. If the API server does not take it, say so once per cause and
+    leave the serving in memo["unapplied"]: the health loop tries again at each poll until it goes in."""
+    meta = body["metadata"]
+    key = (meta["namespace"], meta["name"])
+    unapplied: dict[tuple[str, str], str] = memo.setdefault("unapplied", {})
+    options = render.RenderOptions(pod_monitor_api=memo.get("pod_monitor_api", False))
+    with _acting(memo, key):
+        try:
+            await applying.apply_all(memo["kube"], render.render(owner_of(body), spec, state, options), ledger_of(memo))
+        except (applying.ApplyFailed, render.RenderError) as failure:
+            cause = str(failure)
+            if unapplied.get(key) != cause:
+                progress = failure.progress() if isinstance(failure, applying.ApplyFailed) else "nothing applied"
+                message = f"{what} but not applied: {cause}; {progress}; trying again at each poll"
+                kopf.event(body, type="Warning", reason="ApplyFailed", message=message[:1024])
+            unapplied[key] = cause
+            return
+    unapplied.pop(key, None)
 
 
 # ---------------------------------------------------------------- owned objects: drift and availability
@@ -304,34 +373,61 @@ async def owned_object_changed(type: str | None, body: kopf.Body, memo: kopf.Mem
     namespace = body["metadata"]["namespace"]
     if (namespace, owner_name) in memo.get("acting", set()):
         return  # the health loop is applying a decision it has just recorded; its apply is not drift to revert
-    client: kube.Kube = memo["kube"]
-    serving = await client.get(kube.SERVINGS, namespace, owner_name)
-    if serving is None or serving["metadata"].get("deletionTimestamp") or not _owned_by(dict(body), serving["metadata"].get("uid")):
-        return
-    status = serving.get("status") or {}
-    if refused(serving):
-        return  # a spec the serving's own handler refused: its previous objects are left as they are
     try:
-        spec = api.SpeculativeServingSpec.model_validate(serving.get("spec") or {})
-        state = decision_state(spec, status)
-        desired = render.render(owner_of(serving), spec, state, render.RenderOptions(pod_monitor_api=memo.get("pod_monitor_api", False)))
-    except (pydantic.ValidationError, render.RenderError):
-        return
-    if planner.verdict(planner.plan(spec, speculation=state.speculation)).blocking:
-        return  # reconcile refuses it too, perhaps not yet recorded
-    wanted = next((o for o in desired if o["kind"] == body["kind"] and o["metadata"]["name"] == body["metadata"]["name"]), None)
+        await _keep_as_rendered(type, dict(body), memo, logger)
+    except API_UNREACHABLE as error:
+        # An outage or a refused repair: the next event for this object, or the next reconcile, tries again.
+        logger.warning("could not check or restore %s: %s", applying.describe(dict(body)), _short(error))
+
+
+async def _keep_as_rendered(type: str, body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger) -> None:
+    client: kube.Kube = memo["kube"]
+    ledger = ledger_of(memo)
+    wanted = await _wanted(client, body, memo)
     if wanted is None:
+        ledger.forget(body)  # not kept here now: whatever reconcile applies next must not be skipped
         return
-    if type == "DELETED" or not is_subset(wanted, dict(body)):
-        applied = await client.apply(wanted)
+    serving, spec, state, obj = wanted
+    drifted = type == "DELETED" or not is_subset(obj, body)
+    current = body
+    if drifted and type != "DELETED":
+        # The event may be stale (an older version than one applied since): judge the object as it is now.
+        current = await client.get(kube.Kind.of(obj), obj["metadata"]["namespace"], obj["metadata"]["name"]) or {}
+        drifted = not is_subset(obj, current)
+    if drifted:
+        ledger.forget(obj)
+        applied = await client.apply(obj)
+        ledger.record(obj)
         # Server-side apply changes nothing (same resourceVersion) when only other managers' fields or
         # server-side normalisation differ; only a real restore is announced.
-        if type == "DELETED" or applied["metadata"].get("resourceVersion") != body["metadata"].get("resourceVersion"):
+        if type == "DELETED" or applied["metadata"].get("resourceVersion") != (current.get("metadata") or {}).get("resourceVersion"):
             what = "deleted" if type == "DELETED" else "edited"
-            kopf.event(serving, type="Warning", reason="DriftReverted", message=f"{_describe(wanted)} was {what} outside specserve; restored the rendered version")
-            logger.info("restored %s after it was %s", _describe(wanted), what)
+            kopf.event(serving, type="Warning", reason="DriftReverted", message=f"{applying.describe(obj)} was {what} outside specserve; restored the rendered version")
+            logger.info("restored %s after it was %s", applying.describe(obj), what)
     if body["kind"] == "Deployment" and type != "DELETED":
         await refresh_availability(client, serving, spec, state)
+
+
+async def _wanted(
+    client: kube.Kube, live: dict[str, Any], memo: kopf.Memo
+) -> tuple[dict[str, Any], api.SpeculativeServingSpec, render.DecisionState, dict[str, Any]] | None:
+    """The owning serving and what it renders for this live object, or None when specserve does not keep it
+    now: the serving is gone or going, refused, or no longer asks for the object."""
+    serving = await client.get(kube.SERVINGS, live["metadata"]["namespace"], live["metadata"]["labels"][render.SERVING_LABEL])
+    if serving is None or serving["metadata"].get("deletionTimestamp") or not _owned_by(live, serving["metadata"].get("uid")):
+        return None
+    if refused(serving):
+        return None  # a spec the serving's own handler refused: its previous objects are left as they are
+    try:
+        spec = api.SpeculativeServingSpec.model_validate(serving.get("spec") or {})
+        state = decision_state(spec, serving.get("status") or {})
+        desired = render.render(owner_of(serving), spec, state, render.RenderOptions(pod_monitor_api=memo.get("pod_monitor_api", False)))
+    except (pydantic.ValidationError, render.RenderError):
+        return None
+    if planner.verdict(planner.plan(spec, speculation=state.speculation)).blocking:
+        return None  # reconcile refuses it too, perhaps not yet recorded
+    wanted = next((o for o in desired if o["kind"] == live["kind"] and o["metadata"]["name"] == live["metadata"]["name"]), None)
+    return None if wanted is None else (serving, spec, state, wanted)
 
 
 def refused(serving: dict[str, Any]) -> bool:
@@ -352,6 +448,8 @@ async def refresh_availability(client: kube.Kube, serving: dict[str, Any], spec:
     deployments = await client.list(kube.DEPLOYMENTS, meta["namespace"], {render.SERVING_LABEL: meta["name"], **MANAGED})
 
     def build(latest: dict[str, Any]) -> dict[str, Any] | None:
+        if latest.get("phase") == "Invalid":
+            return None  # refused meanwhile (this event was judged before): only the next reconcile leaves Invalid
         new = serving_status(latest, deployments, latest.get("observedGeneration"), [], state, spec)
         return new if _status_changed(latest, new) else None
 
