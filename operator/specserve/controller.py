@@ -90,6 +90,11 @@ async def reconcile_serving(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logge
     except kopf.TemporaryError:
         TELEMETRY.record_reconcile("error", time.perf_counter() - started, reason="ApplyFailed")
         raise
+    except API_UNREACHABLE as error:
+        # An outage or a status write that kept conflicting: expected, so a line and a retry, not a traceback.
+        TELEMETRY.record_reconcile("error", time.perf_counter() - started, reason="ApiError")
+        delay = applying.retry_delay(retry, *_retry_bounds(memo))
+        raise kopf.TemporaryError(f"the API server did not answer as expected: {_short(error)}; retrying in {delay:.0f} s", delay=delay) from error
     written = written or {}
     rejected = written.get("phase") == "Invalid"
     reason = next((c["reason"] for c in written.get("conditions", []) if c["type"] == "Accepted"), None) if rejected else None
@@ -135,9 +140,6 @@ async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger, 
             return await _reject(client, body, "ApplyRejected", failure.cause, done=failure.progress())
         await _record_apply_failure(client, body, failure, retry, memo, [memory], (spec, state))
         raise  # unreachable: _record_apply_failure raises kopf.TemporaryError
-    except API_UNREACHABLE as error:  # prune's list or delete
-        delay = applying.retry_delay(retry, *_retry_bounds(memo))
-        raise kopf.TemporaryError(f"pruning objects failed: {_short(error)}; retrying in {delay:.0f} s", delay=delay) from error
     deployments = await client.list(kube.DEPLOYMENTS, meta["namespace"], {render.SERVING_LABEL: meta["name"], **MANAGED})
     applied = _applied_message(done)
     forgotten = forgotten_variant(spec, status)
