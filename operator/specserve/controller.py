@@ -479,10 +479,15 @@ def _status_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
 def is_subset(wanted: Any, live: Any) -> bool:
     """Whether every field specserve renders has the same value in the live object (servers add defaults)."""
     if isinstance(wanted, dict):
-        return isinstance(live, dict) and all(k in live and is_subset(v, live[k]) for k, v in wanted.items())
+        return isinstance(live, dict) and all(is_subset(v, live[k]) if k in live else _omitted(v) for k, v in wanted.items())
     if isinstance(wanted, list):
         return isinstance(live, list) and len(wanted) == len(live) and all(is_subset(w, x) for w, x in zip(wanted, live))
     return wanted == live or str(wanted) == str(live) or _same_quantity(wanted, live)
+
+
+def _omitted(value: Any) -> bool:
+    """The API server drops empty and zero values of optional fields (`resources: {}`, `readOnly: false`)."""
+    return value in (None, "", False, 0) or value == {} or value == []
 
 
 def _same_quantity(wanted: Any, live: Any) -> bool:

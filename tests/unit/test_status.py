@@ -132,6 +132,18 @@ def test_server_defaults_are_not_drift():
     assert controller.is_subset(wanted, live)
 
 
+def test_empty_values_the_api_server_drops_are_not_drift():
+    wanted = {"spec": {"template": {"spec": {"containers": [{"name": "vllm", "resources": {"requests": {}, "limits": {}}, "env": [], "stdin": False}]}}}}
+    live = {"spec": {"template": {"spec": {"containers": [{"name": "vllm", "resources": {}}]}}}}
+    assert controller.is_subset(wanted, live)
+
+
+def test_a_missing_value_that_is_not_empty_is_drift():
+    wanted = {"spec": {"template": {"spec": {"containers": [{"name": "vllm", "resources": {"limits": {"nvidia.com/gpu": 1}}}]}}}}
+    live = {"spec": {"template": {"spec": {"containers": [{"name": "vllm", "resources": {}}]}}}}
+    assert not controller.is_subset(wanted, live)
+
+
 def test_a_changed_argument_is_drift():
     wanted = {"spec": {"template": {"spec": {"containers": [{"name": "vllm", "args": ["a", "b"]}]}}}}
     live = {"spec": {"template": {"spec": {"containers": [{"name": "vllm", "args": ["a"]}]}}}}
