@@ -29,7 +29,7 @@ SYNC_METHODS = frozenset({"draft_model", "ngram", "suffix"})
 # baseline step at batch 1 took 4.64 ms, reading its 14.8 GB of weights at the H200's 4.8 TB/s takes 3.1 ms),
 # two thirds scale with the parameters each GPU reads.
 LAYER_SHARE = 1 / 3
-LAYERS_PER_PARAMETER_EXPONENT = 0.4  # layers ~ params^0.4 when unknown (Llama: 1B 16, 8B 32, 70B 80)
+LAYERS_PER_PARAMETER_EXPONENT = 0.35  # layers when unknown: Llama 1.24, 8.03, 70.55, 405 B have 16, 32, 80, 126; this gives 17, 33, 71, 130
 DEFAULT_HEAD = (0.05, 1)  # an EAGLE/MTP head of unknown size: 5% of the target's parameters, one layer
 
 DEFAULT_BUCKET_STARTS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -115,7 +115,7 @@ class ModelSize:
 
 
 def estimated_layers(parameters_billions: float) -> int:
-    """Layers of a dense model of this size when nothing says: 32 x (params / 7.38 B)^0.4, at least one."""
+    """Layers of a dense model of this size when nothing says: 32 x (params / 7.38 B)^0.35, at least one."""
     reference = calibration().reference_target
     return max(1, round(reference.layers * (parameters_billions / reference.parameters_billions) ** LAYERS_PER_PARAMETER_EXPONENT))
 

@@ -45,6 +45,13 @@ class _Request:
         return self.spec.prompt_tokens - self.prefill_left + self.generated
 
 
+def expected_accepted_length(decoding: list[_Request], k: int) -> float:
+    """Mean accepted length these requests should reach with k drafts: 1 + c + c^2 + ... + c^k, averaged."""
+    if not decoding or not k:
+        return 1.0
+    return sum(1.0 + sum(r.rate ** (i + 1) for i in range(k)) for r in decoding) / len(decoding)
+
+
 class Engine:
     """Continuous batching: admit while seats and KV allow, decode everyone each step, prefill in chunks."""
 
@@ -124,7 +131,7 @@ class Engine:
         chunks = self._prefill_chunks(self.config.max_num_batched_tokens - len(decoding) * (1 + k))
         prompt_tokens = sum(chunks.values())
         context = sum(r.context for r in decoding)
-        duration = self.cost.step_time(len(decoding), k, prompt_tokens, context)
+        duration = self.cost.step_time(len(decoding), k, prompt_tokens, context, expected_accepted_length(decoding, k))
         report = StepReport(
             start=self._clock, duration=duration, batch_size=len(self._running), k=k,
             iteration_tokens=len(decoding) * (1 + k) + prompt_tokens, prompt_tokens=prompt_tokens,

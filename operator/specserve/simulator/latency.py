@@ -1,18 +1,21 @@
-"""Engine step time on a roofline: memory-bound for small batches, compute-bound when saturated, plus the proposer.
+"""Engine step time: a roofline for the step without speculation, times the GPU-measured cost of speculating on its decode part.
 
-Calibrated to FRAMEWORK.md's shape: speculation is 1.5-3x faster at low load and 1.4-1.8x slower at saturation.
+The speculative factor is specserve.goodput's c(b, k, accepted length), calibrated on vLLM on an H200; prefill is never sped up.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from specserve import goodput
 from specserve.simulator import sizing
 from specserve.simulator.args import ServeConfig
 
 HEAD_PARAMS_SHARE, HEAD_PARAMS_FIXED_B = 0.02, 0.3  # an EAGLE/MTP head: about one decoder layer plus the LM head
 HEAD_KV_SHARE = 1 / 32  # the head keeps KV for one layer
 ACTIVATION_RESERVE_GIB = 2.0  # per GPU: activations and CUDA graphs
+# Proposer methods of vLLM mapped to the cost model's kinds.
+GOODPUT_METHOD = {"custom_class": "draft_model", "dflash": "eagle", "dspark": "eagle", "extract_hidden_states": "eagle"}
 
 
 @dataclass(frozen=True)
@@ -20,14 +23,11 @@ class Hardware:
     """One simulated GPU (H100-class) and the engine's fixed costs."""
 
     memory_bandwidth: float = 3.0e12  # bytes/s actually sustained
-    decode_compute: float = 4.0e14  # FLOP/s on decode and verification: small, ragged matmuls
+    decode_compute: float = 4.0e14  # FLOP/s on decode: small, ragged matmuls
     prefill_compute: float = 8.0e14  # FLOP/s on prompt chunks: large matmuls run closer to peak
     memory_gib: float = 80.0
     step_overhead: float = 2.5e-3  # scheduling, sampling and kernel launches per engine step
-    token_overhead: float = 4e-6  # per token in the step: sampling and rejection
-    draft_forward_overhead: float = 2.0e-3  # a separate small model cannot fill the GPU
-    head_forward_overhead: float = 0.4e-3
-    ngram_lookup: float = 1e-7  # per context token scanned each step, on the CPU
+    token_overhead: float = 4e-6  # per token in the step: sampling
 
 
 @dataclass(frozen=True)
@@ -53,37 +53,52 @@ class StepCost:
 
     hardware: Hardware
     target: Model
-    proposer: str | None = None  # ngram, head or draft
-    draft: Model | None = None  # the draft model or the EAGLE/MTP head
+    proposer: goodput.Proposer | None = None
+    draft: Model | None = None  # the draft model or the EAGLE/MTP head: it prefills every prompt too
 
     @classmethod
     def for_config(cls, config: ServeConfig) -> StepCost:
         hardware = Hardware(memory_gib=config.sim.gpu_memory_gib)
         params = sizing.params_billions(config.model)
         target_precision = sizing.precision(config.quantization, config.model, config.dtype)
-        target = Model(params, sizing.weight_bytes(params, target_precision), sizing.kv_bytes_per_token(params, config.kv_cache_dtype), config.tensor_parallel_size)
+        tp = config.tensor_parallel_size
+        target = Model(params, sizing.weight_bytes(params, target_precision), sizing.kv_bytes_per_token(params, config.kv_cache_dtype), tp)
         spec = config.speculation
         if spec is None:
             return cls(hardware, target)
+        method = GOODPUT_METHOD.get(spec.method, spec.method)
+        target_size = goodput.ModelSize(params, tensor_parallel_size=tp)
         if spec.proposer == "ngram":
-            return cls(hardware, target, "ngram")
+            return cls(hardware, target, goodput.proposer_for(method, target_size))
         if spec.proposer == "head":
             head_params = HEAD_PARAMS_SHARE * params + HEAD_PARAMS_FIXED_B
-            head = Model(head_params, sizing.weight_bytes(head_params, target_precision), target.kv_bytes_per_token * HEAD_KV_SHARE, config.tensor_parallel_size)
-            return cls(hardware, target, "head", head)
+            head = Model(head_params, sizing.weight_bytes(head_params, target_precision), target.kv_bytes_per_token * HEAD_KV_SHARE, tp)
+            return cls(hardware, target, goodput.proposer_for(method, target_size, goodput.ModelSize(head_params, 1, tp)), head)
         draft_params = sizing.params_billions(spec.model, params / 10)
         draft_precision = sizing.precision(spec.quantization, spec.model, config.dtype)
-        draft_gpus = spec.draft_tensor_parallel_size or config.tensor_parallel_size
+        draft_gpus = spec.draft_tensor_parallel_size or tp
         draft = Model(draft_params, sizing.weight_bytes(draft_params, draft_precision), sizing.kv_bytes_per_token(draft_params, config.kv_cache_dtype), draft_gpus)
-        return cls(hardware, target, "draft", draft)
+        return cls(hardware, target, goodput.proposer_for(method, target_size, goodput.ModelSize(draft_params, tensor_parallel_size=draft_gpus)), draft)
 
-    def step_time(self, decoding: int, k: int, prefill_tokens: int, context_tokens: int) -> float:
-        """One step: `decoding` sequences verify k drafts each, plus a chunk of prompt tokens, over cached context."""
-        verified = decoding * (1 + k)
+    def step_time(self, decoding: int, k: int, prefill_tokens: int, context_tokens: int, accepted_length: float = 1.0) -> float:
+        """One step: `decoding` sequences verify k drafts each (accepting accepted_length - 1 on average), plus a prompt chunk.
+
+        The step without speculation comes from the roofline; speculating multiplies its decode part (the same step
+        without the prompt chunk) by goodput's c(decoding, k, accepted_length), so prefill costs what it costs anyway.
+        """
         hardware = self.hardware
-        target = hardware.step_overhead + hardware.token_overhead * (verified + prefill_tokens)
-        target += self.target.forward(hardware, verified, prefill_tokens, context_tokens)
-        return target + self._proposer_time(decoding, k, prefill_tokens, context_tokens)
+        plain = hardware.step_overhead + hardware.token_overhead * (decoding + prefill_tokens)
+        plain += self.target.forward(hardware, decoding, prefill_tokens, context_tokens)
+        return plain + self.speculation_time(decoding, k, context_tokens, accepted_length) + self._proposer_prefill(prefill_tokens)
+
+    def speculation_time(self, decoding: int, k: int, context_tokens: int, accepted_length: float = 1.0) -> float:
+        """What speculating adds to a step: (c - 1) times the decode part of the step without speculation."""
+        if self.proposer is None or not k or not decoding:
+            return 0.0
+        hardware = self.hardware
+        decode_part = hardware.step_overhead + hardware.token_overhead * decoding + self.target.forward(hardware, decoding, 0, context_tokens)
+        cost = goodput.step_cost(decoding, k, accepted_length, self.proposer)
+        return decode_part * (cost.total - 1)
 
     def kv_capacity_tokens(self, config: ServeConfig) -> int:
         """Tokens of KV cache left after the weights, never less than one full-length request."""
@@ -94,15 +109,8 @@ class StepCost:
         per_token = self.target.kv_bytes_per_token + (self.draft.kv_bytes_per_token if self.draft else 0.0)
         return max(config.max_model_len, int(free / per_token))
 
-    def _proposer_time(self, decoding: int, k: int, prefill_tokens: int, context_tokens: int) -> float:
-        hardware = self.hardware
-        if self.proposer is None:
+    def _proposer_prefill(self, prefill_tokens: int) -> float:
+        """A draft model or head prefills each prompt too, so TTFT gets slightly worse with speculation."""
+        if self.draft is None or not prefill_tokens:
             return 0.0
-        if self.proposer == "ngram":
-            return hardware.ngram_lookup * context_tokens if k else 0.0
-        assert self.draft is not None
-        overhead = hardware.draft_forward_overhead if self.proposer == "draft" else hardware.head_forward_overhead
-        drafting = k * (overhead + self.draft.forward(hardware, decoding, 0, context_tokens)) if k and decoding else 0.0
-        # The proposer prefills the prompt too, so TTFT gets slightly worse with speculation.
-        prefill = self.draft.forward(hardware, 0, prefill_tokens, 0) if prefill_tokens else 0.0
-        return drafting + prefill
+        return self.draft.forward(self.hardware, 0, prefill_tokens, 0)
