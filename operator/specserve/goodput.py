@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import yaml
 
+from specserve import api, catalog
+
 Evidence = Literal["measured", "learned", "prior"]
 EVIDENCE_ORDER: tuple[Evidence, ...] = ("measured", "learned", "prior")  # strongest first
 
@@ -45,9 +47,7 @@ def clean_per_position(per_position: Sequence[float]) -> tuple[float, ...]:
     cleaned: list[float] = []
     ceiling = 1.0
     for rate in per_position:
-        value = min(ceiling, max(0.0, float(rate)))
-        if math.isnan(value):
-            value = 0.0
+        value = min(ceiling, max(0.0, float(rate)))  # max(0.0, nan) is 0.0
         cleaned.append(value)
         ceiling = value
     return tuple(cleaned)
@@ -184,6 +184,49 @@ def proposer_for(method: str, target: ModelSize | None = None, proposer: ModelSi
     return Proposer(method, pass_cost, target_index, f"{head_note}: pass {pass_cost:.3f} of a target step; {target_note}")
 
 
+def proposer_for_spec(spec: api.SpeculativeServingSpec, target_model: str | None = None) -> Proposer:
+    """The proposer of a SpeculativeServing, sized from the model catalog with the spec's architecture laid over it.
+
+    target_model: the checkpoint serving now (a variant's); defaults to the active variant's, else spec.target.model.
+    Sizes neither says fall back as in proposer_for; precision is not counted.
+    """
+    target_spec = spec.target
+    variants = {v.model: v for v in target_spec.variants}
+    if target_model is None and target_spec.variants:
+        active = next((v for v in target_spec.variants if v.name == target_spec.active_variant), target_spec.variants[0])
+        target_model = active.model
+    target_model = target_model or target_spec.model
+    variant = variants.get(target_model)
+    params, layers, mtp = _described_size(target_model, [target_spec.architecture, variant.architecture if variant else None])
+    target = ModelSize(params, layers, spec.gpu.count) if params else None
+    speculation = spec.speculation
+    method = str(speculation.method)
+    draft = speculation.draft
+    if method in LOOKUP_METHODS:
+        return proposer_for(method, target)
+    if method == "mtp":
+        described = draft.architecture if draft and draft.architecture else None
+        module_params = (described.parameters_billions if described else None) or (mtp.parameters_billions if mtp else None)
+        module_layers = (described.layers if described else None) or (mtp.layers if mtp else 1)
+        return proposer_for(method, target, ModelSize(module_params, module_layers, spec.gpu.count) if module_params else None)
+    if draft is None:
+        return proposer_for(method, target)
+    draft_params, draft_layers, _ = _described_size(draft.model, [draft.architecture])
+    tp = draft.tensor_parallel_size or spec.gpu.count
+    return proposer_for(method, target, ModelSize(draft_params, draft_layers, tp) if draft_params else None)
+
+
+def _described_size(model: str, overrides: Sequence[api.ModelArchitecture | None]) -> tuple[float | None, int | None, catalog.MtpModule | None]:
+    """Parameters, layers and MTP module of a model: the catalog's, each set by a later override replaced."""
+    entry = catalog.model_architecture(model)
+    params, layers = (entry.parameters_billions, entry.layers) if entry else (None, None)
+    for override in overrides:
+        if override is not None:
+            params = override.parameters_billions or params
+            layers = override.layers or layers
+    return params, layers, entry.mtp if entry else None
+
+
 # ---------------------------------------------------------------- calibration
 
 
@@ -281,7 +324,7 @@ def fit_calibration(data: Mapping[str, Any]) -> Calibration:
             slopes.append(max(0.0, sum(x * y for x, y in pairs) / denominator) if denominator else 0.0)
         growth[path] = tuple(slopes)
     ratio = (LAYER_SHARE * draft.layers / target.layers + (1 - LAYER_SHARE) * draft.parameters_billions / target.parameters_billions)
-    source = f"{reference['vllm']} on one {reference['gpu']}, {target.parameters_billions:g}B target, {draft.parameters_billions:g}B draft"
+    source = f"vLLM {reference['vllm']} on one {reference['gpu']}, {target.parameters_billions:g}B target, {draft.parameters_billions:g}B draft"
     return Calibration(sizes, overhead, verification, drafting, growth, target, draft, ratio, tuple(points), source)
 
 

@@ -15,8 +15,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from specserve import goodput
+from specserve import api, goodput
 from specserve.goodput import ModelSize
+from tests.helpers import minimal_spec
 from tests.support import vllm_parser
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "gpu"
@@ -194,6 +195,26 @@ def test_a_head_drafts_for_less_than_a_draft_model_and_a_lookup_for_nothing():
 def test_only_paths_without_async_scheduling_pay_the_path_overhead():
     paying = {p.method for p in PROPOSERS if goodput.step_cost(8, 4, 1.0, p).path_overhead > 0}
     assert paying == {"draft_model", "ngram", "suffix"}
+
+
+def test_a_serving_is_sized_from_the_model_catalog():
+    spec = api.SpeculativeServingSpec.model_validate(minimal_spec(speculation={"method": "eagle3", "draft": {"model": "yuhuili/EAGLE3-LLaMA3.1-Instruct-8B"}}))
+    proposer = goodput.proposer_for_spec(spec)
+    assert proposer.pass_cost == pytest.approx(ModelSize(0.42, 1).cost_index() / ModelSize(8.03, 32).cost_index())
+    assert proposer.target_scale == pytest.approx(ModelSize(8.03, 32).cost_index())
+
+
+def test_a_serving_with_a_draft_the_catalog_lacks_uses_its_described_architecture():
+    draft = {"model": "org/tiny-draft", "architecture": {"parametersBillions": 1.07, "layers": 16}}
+    spec = api.SpeculativeServingSpec.model_validate(minimal_spec(
+        target={"model": "org/target", "architecture": {"parametersBillions": 7.38, "layers": 32}},
+        speculation={"method": "draft_model", "draft": draft}))
+    assert goodput.proposer_for_spec(spec).is_reference
+
+
+def test_an_mtp_serving_drafts_with_the_catalogued_module():
+    spec = api.SpeculativeServingSpec.model_validate(minimal_spec(target={"model": "deepseek-ai/DeepSeek-V3"}, gpu={"count": 8}, speculation={"method": "mtp"}))
+    assert "head of 14B" in goodput.proposer_for_spec(spec).basis
 
 
 def test_an_unknown_proposer_method_is_refused():
