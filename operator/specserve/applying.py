@@ -8,15 +8,18 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from specserve.render import SERVING_LABEL
 
 # The object itself is wrong (schema, admission): retrying the same object cannot help, a spec change may.
 REFUSING_STATUSES = frozenset({400, 404, 405, 413, 415, 422})
+API_UNREACHABLE = (ApiException, urllib3.exceptions.HTTPError, OSError)  # what a call may raise in an outage
 FIRST_RETRY_SECONDS = 10.0
 LONGEST_RETRY_SECONDS = 600.0
 
@@ -39,6 +42,19 @@ def api_message(error: ApiException) -> str:
         return str(json.loads(error.body).get("message", error.reason))
     except (TypeError, ValueError, AttributeError):
         return str(error.reason)
+
+
+def short_error(error: BaseException) -> str:
+    """An API error in one line: the status and the API server's message, or the connection error."""
+    if isinstance(error, ApiException):
+        return f"{error.status} {api_message(error)}"
+    return f"{type(error).__name__}: {error}"[:300]
+
+
+def ledger_of(memo: MutableMapping[str, Any]) -> "Ledger":
+    """The operator's one ledger, kept in Kopf's memo."""
+    ledger: Ledger = memo.setdefault("ledger", Ledger())
+    return ledger
 
 
 @dataclass
@@ -109,13 +125,14 @@ class Applied:
     unchanged: list[str]
 
 
-async def apply_all(client: Applier, objects: list[dict[str, Any]], ledger: Ledger) -> Applied:
-    """Server-side apply each object not already applied as it is now rendered, in order; stops at the first
-    failure with ApplyFailed."""
+async def apply_all(client: Applier, objects: list[dict[str, Any]], ledger: Ledger, live: Callable[[dict[str, Any]], bool] = lambda _: False) -> Applied:
+    """Server-side apply each object not already as rendered, in order; stops at the first failure with
+    ApplyFailed. An object is as rendered when this process applied it unchanged (the ledger) or when the live
+    object, as the watches last saw it, carries the same rendered hash (`live`)."""
     written: list[str] = []
     unchanged: list[str] = []
     for obj in objects:
-        if ledger.holds(obj):
+        if ledger.holds(obj) or live(obj):
             unchanged.append(describe(obj))
             continue
         try:

@@ -19,12 +19,12 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
-from specserve import api, applying, availability, health, kube, metrics, planner, render
+from specserve import api, applying, availability, health, indexes, kube, metrics, planner, render
 from specserve.conditions import condition, find as _find_condition, merge_conditions
 from specserve.settings import OperatorSettings
 from specserve.telemetry import TELEMETRY
 
-MANAGED = {render.MANAGED_BY_LABEL: render.MANAGER}
+MANAGED = indexes.MANAGED
 API_UNREACHABLE = (ApiException, urllib3.exceptions.HTTPError, OSError)
 
 
@@ -83,10 +83,10 @@ async def _pod_monitor_api(client: kube.Kube, settings: OperatorSettings) -> boo
 @kopf.on.resume(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.create(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.update(api.GROUP, api.VERSION, api.PLURAL)
-async def reconcile_serving(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, retry: int, **_: Any) -> None:
+async def reconcile_serving(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, retry: int, **kwargs: Any) -> None:
     started = time.perf_counter()
     try:
-        written = await reconcile(dict(body), memo, logger, retry)
+        written = await reconcile(dict(body), memo, logger, retry, indexes.Cache.of(kwargs))
     except kopf.TemporaryError:
         TELEMETRY.record_reconcile("error", time.perf_counter() - started, reason="ApplyFailed")
         raise
@@ -114,8 +114,10 @@ def ledger_of(memo: kopf.Memo) -> applying.Ledger:
     return ledger
 
 
-async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger, retry: int = 0) -> dict[str, Any] | None:
-    """Apply what the spec asks for, or explain why not; returns the status written."""
+async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger, retry: int, cache: indexes.Cache) -> dict[str, Any] | None:
+    """Apply what the spec asks for, or explain why not; returns the status written, None when nothing changed.
+    Objects already as rendered are not applied again and an unchanged status is not written, so a restart
+    over servings that are as they should be costs reads from the watches and no writes."""
     meta, status = body["metadata"], body.get("status") or {}
     generation = meta.get("generation")
     client: kube.Kube = memo["kube"]
@@ -125,41 +127,39 @@ async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger, 
         objects = render.render(owner_of(body), spec, state, render.RenderOptions(pod_monitor_api=memo.get("pod_monitor_api", False)))
     except (pydantic.ValidationError, render.RenderError) as error:
         reason = getattr(error, "reason", "InvalidSpec")
-        return await _reject(client, body, reason, api.describe_error(error, prefix="spec."))
+        return await _reject(client, body, reason, api.describe_error(error, prefix="spec."), cache=cache)
     budget = planner.verdict(planner.plan(spec, speculation=state.speculation))
     memory = condition("MemoryBudget", budget.status, budget.reason, budget.message, generation)
     if budget.blocking:
-        return await _reject(client, body, planner.REFUSED_REASON, budget.message, [memory])
+        return await _reject(client, body, planner.REFUSED_REASON, budget.message, [memory], cache=cache)
     _announce_budget(body, status, memory)
     ledger = ledger_of(memo)
     try:
-        done = await applying.apply_all(client, objects, ledger)
-        await prune(client, body, objects, ledger)
+        done = await applying.apply_all(client, objects, ledger, cache.holds)
+        await prune(client, body, objects, ledger, cache, memo.get("pod_monitor_api", False))
     except applying.ApplyFailed as failure:
         if failure.refused:
-            return await _reject(client, body, "ApplyRejected", failure.cause, done=failure.progress())
-        await _record_apply_failure(client, body, failure, retry, memo, [memory], (spec, state))
+            return await _reject(client, body, "ApplyRejected", failure.cause, done=failure.progress(), cache=cache)
+        await _record_apply_failure(client, body, failure, retry, memo, [memory], (spec, state), cache)
         raise  # unreachable: _record_apply_failure raises kopf.TemporaryError
-    deployments = await client.list(kube.DEPLOYMENTS, meta["namespace"], {render.SERVING_LABEL: meta["name"], **MANAGED})
-    applied = _applied_message(done)
+    if done.written:
+        logger.info("applied %s; already as rendered: %s", ", ".join(done.written), ", ".join(done.unchanged) or "none")
+    deployments = cache.deployments_of(meta["namespace"], meta["name"], meta.get("uid"))
+    applied = f"{len(objects)} objects applied with server-side apply"
     forgotten = forgotten_variant(spec, status)
     accepted = condition("Accepted", "True", "VariantFallback", f"{forgotten}; {applied}", generation) if forgotten else condition("Accepted", "True", "Applied", applied, generation)
-    written = await client.update_serving_status(
-        meta["namespace"], meta["name"], lambda latest: serving_status(latest, deployments, generation, [accepted, memory], state, spec)
-    )
+
+    def build(latest: dict[str, Any]) -> dict[str, Any] | None:
+        new = serving_status(latest, deployments, generation, [accepted, memory], state, spec)
+        return new if _status_changed(latest, new) else None
+
+    written = await client.update_serving_status(meta["namespace"], meta["name"], build, known=body)
     if forgotten:
         kopf.event(body, type="Warning", reason="UnknownVariant", message=forgotten[:1024])
     if status.get("observedGeneration") != generation or (_find_condition(status, "Accepted") or {}).get("status") != "True":
         kopf.event(body, type="Normal", reason="Applied", message=f"applied {', '.join(applying.describe(o) for o in objects)}")
     logger.info("reconciled generation %s: %s", generation, (written or {}).get("phase"))
     return written
-
-
-def _applied_message(done: applying.Applied) -> str:
-    if not done.written:
-        return f"{len(done.unchanged)} objects already as rendered, nothing to apply"
-    unchanged = f"; {len(done.unchanged)} already as rendered" if done.unchanged else ""
-    return f"{len(done.written)} objects applied with server-side apply{unchanged}"
 
 
 def _retry_bounds(memo: kopf.Memo) -> tuple[float, float]:
@@ -175,6 +175,7 @@ async def _record_apply_failure(
     memo: kopf.Memo,
     own: list[dict[str, Any]],
     intent: tuple[api.SpeculativeServingSpec, render.DecisionState],
+    cache: indexes.Cache,
 ) -> None:
     """An apply the API server did not take (quota, admission webhook down, overload): say which object and why
     in Accepted, one Warning event per distinct cause, and retry with exponential backoff."""
@@ -185,7 +186,7 @@ async def _record_apply_failure(
     accepted = condition("Accepted", "False", "ApplyFailed", message, generation)
     previous: dict[str, Any] = {}
     spec, state = intent
-    deployments = await client.list(kube.DEPLOYMENTS, meta["namespace"], {render.SERVING_LABEL: meta["name"], **MANAGED})
+    deployments = cache.deployments_of(meta["namespace"], meta["name"], meta.get("uid"))
 
     def build(latest: dict[str, Any]) -> dict[str, Any]:
         previous.update(_find_condition(latest, "Accepted") or {})
@@ -199,13 +200,19 @@ async def _record_apply_failure(
 
 
 async def _reject(
-    client: kube.Kube, body: dict[str, Any], reason: str, problem: str, extra: list[dict[str, Any]] | None = None, done: str | None = None
+    client: kube.Kube,
+    body: dict[str, Any],
+    reason: str,
+    problem: str,
+    extra: list[dict[str, Any]] | None = None,
+    done: str | None = None,
+    cache: indexes.Cache | None = None,
 ) -> dict[str, Any] | None:
     """Record a problem only the operator can see: a condition, and one Warning event per distinct problem.
     `done` says what went in before the problem was found; by default nothing did."""
     generation = body["metadata"].get("generation")
     if done is None:
-        serving_before = await client.get(kube.DEPLOYMENTS, body["metadata"]["namespace"], render.deployment_name(body["metadata"]["name"], render.ROLE_SPECULATIVE))
+        serving_before = cache is not None and cache.deployments_of(body["metadata"]["namespace"], body["metadata"]["name"], body["metadata"].get("uid"))
         done = "nothing applied" + ("; the objects applied earlier keep serving" if serving_before else "")
     message = f"{problem}; {done}"
     accepted = condition("Accepted", "False", reason, message, generation)
@@ -228,25 +235,22 @@ def _announce_budget(body: dict[str, Any], status: dict[str, Any], memory: dict[
         kopf.event(body, type="Warning", reason=f"MemoryBudget{memory['reason']}", message=memory["message"][:1024])
 
 
-async def prune(client: kube.Kube, body: dict[str, Any], desired: list[dict[str, Any]], ledger: applying.Ledger) -> None:
-    """Delete objects this serving owns that the spec no longer asks for (baseline scaled to 0, PodMonitor off)."""
+async def prune(client: kube.Kube, body: dict[str, Any], desired: list[dict[str, Any]], ledger: applying.Ledger, cache: indexes.Cache, pod_monitor_api: bool) -> None:
+    """Delete objects this serving owns that the spec no longer asks for (baseline scaled to 0, PodMonitor off).
+    Deployments come from the watch; PodMonitors are not watched, so they are listed, and only where served."""
     meta = body["metadata"]
     wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
-    kinds = [("Deployment", kube.DEPLOYMENTS)]
-    if not any(o["kind"] == "PodMonitor" for o in desired):
-        kinds.append(("PodMonitor", kube.POD_MONITORS))
-    for kind_name, kind in kinds:
-        try:
-            live = await client.list(kind, meta["namespace"], {render.SERVING_LABEL: meta["name"], **MANAGED})
-        except ApiException as error:
-            if error.status == 404:  # the PodMonitor API is not served here
-                continue
-            raise
-        for obj in live:
-            if (kind_name, obj["metadata"]["name"]) not in wanted and _owned_by(obj, meta.get("uid")):
-                await client.delete(kind, meta["namespace"], obj["metadata"]["name"])
-                ledger.forget({**obj, "kind": kind_name})
-                kopf.event(body, type="Normal", reason="Pruned", message=f"deleted {kind_name}/{obj['metadata']['name']}, which the spec no longer asks for")
+    owned = [(kube.DEPLOYMENTS, d) for d in cache.deployments_of(meta["namespace"], meta["name"], meta.get("uid"))]
+    if pod_monitor_api and not any(o["kind"] == "PodMonitor" for o in desired):
+        listed = await client.list(kube.POD_MONITORS, meta["namespace"], {render.SERVING_LABEL: meta["name"], **MANAGED})
+        owned += [(kube.POD_MONITORS, {**m, "kind": "PodMonitor"}) for m in listed if _owned_by(m, meta.get("uid"))]
+    for kind, obj in owned:
+        name = obj["metadata"]["name"]
+        if (obj["kind"], name) in wanted:
+            continue
+        await client.delete(kind, meta["namespace"], name)
+        ledger.forget({"kind": obj["kind"], "metadata": {"namespace": meta["namespace"], "name": name, "labels": {render.SERVING_LABEL: meta["name"]}}})
+        kopf.event(body, type="Normal", reason="Pruned", message=f"deleted {obj['kind']}/{name}, which the spec no longer asks for")
 
 
 def _owned_by(obj: dict[str, Any], uid: str | None) -> bool:
@@ -366,56 +370,65 @@ async def apply_decision(body: dict[str, Any], spec: api.SpeculativeServingSpec,
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
 @kopf.on.event("", "v1", "services", labels=MANAGED)
-async def owned_object_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    """Put back hand edits and deletions of managed objects, and follow Deployment availability into status."""
+async def owned_object_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+    """Put back hand edits and deletions of managed objects, and follow Deployment availability into status.
+    The listing at start-up (type None) is checked too: what was edited while no operator ran is put back."""
     labels = body["metadata"].get("labels", {})
     owner_name = labels.get(render.SERVING_LABEL)
-    if not owner_name or type is None:
+    if not owner_name:
         return
     namespace = body["metadata"]["namespace"]
     if (namespace, owner_name) in memo.get("acting", set()):
         return  # the health loop is applying a decision it has just recorded; its apply is not drift to revert
     try:
-        await _keep_as_rendered(type, dict(body), memo, logger)
+        await _keep_as_rendered(type, dict(body), memo, logger, indexes.Cache.of(kwargs))
     except API_UNREACHABLE as error:
         # An outage or a refused repair: the next event for this object, or the next reconcile, tries again.
         logger.warning("could not check or restore %s: %s", applying.describe(dict(body)), _short(error))
 
 
-async def _keep_as_rendered(type: str, body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger) -> None:
+async def _keep_as_rendered(type: str | None, body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger, cache: indexes.Cache) -> None:
     client: kube.Kube = memo["kube"]
     ledger = ledger_of(memo)
-    wanted = await _wanted(client, body, memo)
+    meta = body["metadata"]
+    serving = cache.serving(meta["namespace"], meta["labels"][render.SERVING_LABEL])
+    wanted = _wanted(serving, body, memo)
+    if wanted is not None and (type == "DELETED" or not is_subset(wanted[3], body)):
+        # The watches may be behind (a stale event, a decision just recorded): judge with the serving and the
+        # object as the API server holds them now. Only this rare path reads from the API server.
+        serving = await client.get(kube.SERVINGS, meta["namespace"], meta["labels"][render.SERVING_LABEL])
+        wanted = _wanted(serving, body, memo)
+        if wanted is not None:
+            current = await client.get(kube.Kind.of(wanted[3]), meta["namespace"], meta["name"])
+            if current is None or not is_subset(wanted[3], current):
+                await _restore(client, ledger, wanted, "deleted" if current is None else "edited", current, logger)
     if wanted is None:
         ledger.forget(body)  # not kept here now: whatever reconcile applies next must not be skipped
         return
-    serving, spec, state, obj = wanted
-    drifted = type == "DELETED" or not is_subset(obj, body)
-    current = body
-    if drifted and type != "DELETED":
-        # The event may be stale (an older version than one applied since): judge the object as it is now.
-        current = await client.get(kube.Kind.of(obj), obj["metadata"]["namespace"], obj["metadata"]["name"]) or {}
-        drifted = not is_subset(obj, current)
-    if drifted:
-        ledger.forget(obj)
-        applied = await client.apply(obj)
-        ledger.record(obj)
-        # Server-side apply changes nothing (same resourceVersion) when only other managers' fields or
-        # server-side normalisation differ; only a real restore is announced.
-        if type == "DELETED" or applied["metadata"].get("resourceVersion") != (current.get("metadata") or {}).get("resourceVersion"):
-            what = "deleted" if type == "DELETED" else "edited"
-            kopf.event(serving, type="Warning", reason="DriftReverted", message=f"{applying.describe(obj)} was {what} outside specserve; restored the rendered version")
-            logger.info("restored %s after it was %s", applying.describe(obj), what)
+    serving, spec, state, _ = wanted
     if body["kind"] == "Deployment" and type != "DELETED":
-        await refresh_availability(client, serving, spec, state)
+        await refresh_availability(client, serving, spec, state, cache)
 
 
-async def _wanted(
-    client: kube.Kube, live: dict[str, Any], memo: kopf.Memo
+async def _restore(
+    client: kube.Kube, ledger: applying.Ledger, wanted: tuple[dict[str, Any], Any, Any, dict[str, Any]], what: str, current: dict[str, Any] | None, logger: kopf.Logger
+) -> None:
+    serving, obj = wanted[0], wanted[3]
+    ledger.forget(obj)
+    applied = await client.apply(obj)
+    ledger.record(obj)
+    # Server-side apply changes nothing (same resourceVersion) when only other managers' fields or
+    # server-side normalisation differ; only a real restore is announced.
+    if current is None or applied["metadata"].get("resourceVersion") != current["metadata"].get("resourceVersion"):
+        kopf.event(serving, type="Warning", reason="DriftReverted", message=f"{applying.describe(obj)} was {what} outside specserve; restored the rendered version")
+        logger.info("restored %s after it was %s", applying.describe(obj), what)
+
+
+def _wanted(
+    serving: dict[str, Any] | None, live: dict[str, Any], memo: kopf.Memo
 ) -> tuple[dict[str, Any], api.SpeculativeServingSpec, render.DecisionState, dict[str, Any]] | None:
     """The owning serving and what it renders for this live object, or None when specserve does not keep it
     now: the serving is gone or going, refused, or no longer asks for the object."""
-    serving = await client.get(kube.SERVINGS, live["metadata"]["namespace"], live["metadata"]["labels"][render.SERVING_LABEL])
     if serving is None or serving["metadata"].get("deletionTimestamp") or not _owned_by(live, serving["metadata"].get("uid")):
         return None
     if refused(serving):
@@ -445,9 +458,10 @@ def accepted_as_is(serving: dict[str, Any]) -> bool:
     return accepted.get("status") == "True" and accepted.get("observedGeneration") == serving["metadata"].get("generation")
 
 
-async def refresh_availability(client: kube.Kube, serving: dict[str, Any], spec: api.SpeculativeServingSpec, state: render.DecisionState) -> None:
+async def refresh_availability(client: kube.Kube, serving: dict[str, Any], spec: api.SpeculativeServingSpec, state: render.DecisionState, cache: indexes.Cache) -> None:
+    """Follow the Deployments' availability into status; written only when something changed."""
     meta = serving["metadata"]
-    deployments = await client.list(kube.DEPLOYMENTS, meta["namespace"], {render.SERVING_LABEL: meta["name"], **MANAGED})
+    deployments = cache.deployments_of(meta["namespace"], meta["name"], meta.get("uid"))
 
     def build(latest: dict[str, Any]) -> dict[str, Any] | None:
         if latest.get("phase") == "Invalid":
@@ -455,7 +469,7 @@ async def refresh_availability(client: kube.Kube, serving: dict[str, Any], spec:
         new = serving_status(latest, deployments, latest.get("observedGeneration"), [], state, spec)
         return new if _status_changed(latest, new) else None
 
-    written = await client.update_serving_status(meta["namespace"], meta["name"], build)
+    written = await client.update_serving_status(meta["namespace"], meta["name"], build, known=serving)
     if written:
         TELEMETRY.set_serving(meta["namespace"], meta["name"], phase=written["phase"])
 

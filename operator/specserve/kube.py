@@ -122,11 +122,14 @@ class Kube:
             if error.status != 404:
                 raise
 
-    async def update_serving_status(self, namespace: str, name: str, build: Callable[[dict[str, Any]], dict[str, Any] | None], attempts: int = 5) -> dict[str, Any] | None:
+    async def update_serving_status(
+        self, namespace: str, name: str, build: Callable[[dict[str, Any]], dict[str, Any] | None], attempts: int = 5, known: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
         """Read the latest status, let build() derive the new fields from it, and write them guarded by the
-        resourceVersion, retrying on conflict: concurrent writers never overwrite each other's conditions."""
-        for _ in range(attempts):
-            serving = await self.get(SERVINGS, namespace, name)
+        resourceVersion, retrying on conflict: concurrent writers never overwrite each other's conditions.
+        `known` (the serving as a watch last saw it) saves the first read; a conflict means it was stale."""
+        for attempt in range(attempts):
+            serving = known if attempt == 0 and known is not None else await self.get(SERVINGS, namespace, name)
             if serving is None:
                 return None
             fields = build(serving.get("status") or {})

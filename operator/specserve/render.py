@@ -5,6 +5,8 @@ No I/O here: the controller applies what this returns, the CLI prints it, the te
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,7 @@ ROLE_BASELINE = "baseline"
 SERVING_LABEL = "specserve.dev/serving"
 ROLE_LABEL = "specserve.dev/role"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+RENDERED_HASH_ANNOTATION = "specserve.dev/rendered-hash"
 SHM_VOLUME = "dshm"
 CACHE_VOLUME = "model-cache"
 
@@ -101,7 +104,15 @@ def render(owner: Owner, spec: api.SpeculativeServingSpec, state: DecisionState,
     objects.append(service(owner))
     if wants_pod_monitor(spec, options):
         objects.append(pod_monitor(owner))
-    return objects
+    return [stamped(o) for o in objects]
+
+
+def stamped(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object with a hash of itself in an annotation: a live object carrying the same hash is as rendered
+    (unless edited since, which the drift check sees), so a restarted operator need not apply it again."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
+    meta = obj["metadata"]
+    return {**obj, "metadata": {**meta, "annotations": {**(meta.get("annotations") or {}), RENDERED_HASH_ANNOTATION: digest}}}
 
 
 def wants_pod_monitor(spec: api.SpeculativeServingSpec, options: RenderOptions) -> bool:
