@@ -123,26 +123,26 @@ class Applied:
 
     written: list[str]
     unchanged: list[str]
+    responses: list[dict[str, Any]] = field(default_factory=list)  # the API server's copies of what was written
 
 
 async def apply_all(client: Applier, objects: list[dict[str, Any]], ledger: Ledger, live: Callable[[dict[str, Any]], bool] = lambda _: False) -> Applied:
     """Server-side apply each object not already as rendered, in order; stops at the first failure with
     ApplyFailed. An object is as rendered when this process applied it unchanged (the ledger) or when the live
     object, as the watches last saw it, carries the same rendered hash (`live`)."""
-    written: list[str] = []
-    unchanged: list[str] = []
+    done = Applied([], [])
     for obj in objects:
         if ledger.holds(obj) or live(obj):
-            unchanged.append(describe(obj))
+            done.unchanged.append(describe(obj))
             continue
         try:
-            await client.apply(obj)
+            done.responses.append(await client.apply(obj))
         except ApiException as error:
             ledger.forget(obj)
-            raise ApplyFailed(obj, error, written, unchanged) from error
+            raise ApplyFailed(obj, error, done.written, done.unchanged) from error
         ledger.record(obj)
-        written.append(describe(obj))
-    return Applied(written, unchanged)
+        done.written.append(describe(obj))
+    return done
 
 
 def retry_delay(attempt: int, first: float = FIRST_RETRY_SECONDS, longest: float = LONGEST_RETRY_SECONDS, jitter: float = 0.1) -> float:

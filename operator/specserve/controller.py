@@ -6,33 +6,31 @@ The operator never writes spec. Bad input becomes a condition and one Warning ev
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import kopf
 import pydantic
-import urllib3
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
-from specserve import api, applying, availability, health, indexes, kube, metrics, planner, render
+from specserve import api, applying, availability, health, healthloop, indexes, kube, metrics, planner, render
+from specserve.servings import decision_state, owner_of, refused
 from specserve.conditions import condition, find as _find_condition, merge_conditions
 from specserve.settings import OperatorSettings
 from specserve.telemetry import TELEMETRY
 
 MANAGED = indexes.MANAGED
-API_UNREACHABLE = (ApiException, urllib3.exceptions.HTTPError, OSError)
+API_UNREACHABLE = applying.API_UNREACHABLE
 
 
 # ---------------------------------------------------------------- start-up
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
     operator_settings: OperatorSettings = memo.get("settings") or OperatorSettings()
     memo["settings"] = operator_settings
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
@@ -53,6 +51,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
         query = metrics.prometheus_query(operator_settings.prometheus_url, operator_settings.prometheus_timeout_seconds)
         memo["poller"] = health.Poller(query, labels, operator_settings.poll_interval_seconds)
     memo["poller_task"] = asyncio.create_task(memo["poller"].run(), name="specserve-poller")
+    if "health_loop" not in memo:
+        memo["health_loop"] = healthloop.HealthLoop(memo["poller"], memo)
+    memo["health_loop"].cache = indexes.Cache.of(kwargs)
     if operator_settings.metrics_port and "metrics_server" not in memo:
         memo["metrics_server"], _ = TELEMETRY.serve(operator_settings.metrics_port)
 
@@ -63,6 +64,8 @@ async def stop_background(memo: kopf.Memo, **_: Any) -> None:
     if task is not None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+    if memo.get("health_loop") is not None:
+        await memo["health_loop"].stop()
     server = memo.get("metrics_server")
     if server is not None:
         server.shutdown()
@@ -94,7 +97,7 @@ async def reconcile_serving(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logge
         # An outage or a status write that kept conflicting: expected, so a line and a retry, not a traceback.
         TELEMETRY.record_reconcile("error", time.perf_counter() - started, reason="ApiError")
         delay = applying.retry_delay(retry, *_retry_bounds(memo))
-        raise kopf.TemporaryError(f"the API server did not answer as expected: {_short(error)}; retrying in {delay:.0f} s", delay=delay) from error
+        raise kopf.TemporaryError(f"the API server did not answer as expected: {applying.short_error(error)}; retrying in {delay:.0f} s", delay=delay) from error
     written = written or {}
     rejected = written.get("phase") == "Invalid"
     reason = next((c["reason"] for c in written.get("conditions", []) if c["type"] == "Accepted"), None) if rejected else None
@@ -106,12 +109,7 @@ async def reconcile_serving(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logge
 @kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL, optional=True)
 async def forget_serving(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     TELEMETRY.forget_serving(namespace, name)
-    ledger_of(memo).forget_serving(namespace, name)
-
-
-def ledger_of(memo: kopf.Memo) -> applying.Ledger:
-    ledger: applying.Ledger = memo.setdefault("ledger", applying.Ledger())
-    return ledger
+    applying.ledger_of(memo).forget_serving(namespace, name)
 
 
 async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger, retry: int, cache: indexes.Cache) -> dict[str, Any] | None:
@@ -133,7 +131,7 @@ async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger, 
     if budget.blocking:
         return await _reject(client, body, planner.REFUSED_REASON, budget.message, [memory], cache=cache)
     _announce_budget(body, status, memory)
-    ledger = ledger_of(memo)
+    ledger = applying.ledger_of(memo)
     try:
         done = await applying.apply_all(client, objects, ledger, cache.holds)
         await prune(client, body, objects, ledger, cache, memo.get("pod_monitor_api", False))
@@ -144,7 +142,9 @@ async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger, 
         raise  # unreachable: _record_apply_failure raises kopf.TemporaryError
     if done.written:
         logger.info("applied %s; already as rendered: %s", ", ".join(done.written), ", ".join(done.unchanged) or "none")
-    deployments = cache.deployments_of(meta["namespace"], meta["name"], meta.get("uid"))
+    # The watch may not have delivered what was just written: the API server's answers are newer.
+    fresh = {d["metadata"]["name"]: d for d in done.responses if d.get("kind") == "Deployment"}
+    deployments = [fresh.pop(d["metadata"]["name"], d) for d in cache.deployments_of(meta["namespace"], meta["name"], meta.get("uid"))] + list(fresh.values())
     applied = f"{len(objects)} objects applied with server-side apply"
     forgotten = forgotten_variant(spec, status)
     accepted = condition("Accepted", "True", "VariantFallback", f"{forgotten}; {applied}", generation) if forgotten else condition("Accepted", "True", "Applied", applied, generation)
@@ -257,114 +257,6 @@ def _owned_by(obj: dict[str, Any], uid: str | None) -> bool:
     return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences", []))
 
 
-# ---------------------------------------------------------------- health loop
-
-
-@kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_timeout=10)
-async def health_loop(stopped: kopf.DaemonStopped, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    """Evaluates one serving on every poll of the shared poller; Kopf stops it when a peer takes over."""
-    poller: health.Poller = memo["poller"]
-    try:
-        while not stopped:
-            snapshot = {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.status)}
-            try:
-                spec = api.SpeculativeServingSpec.model_validate(snapshot["spec"])
-            except pydantic.ValidationError:
-                spec = None
-            if spec is None or not accepted_as_is(snapshot):
-                poller.unsubscribe(namespace, name)  # nothing to judge until the spec is accepted
-                await stopped.wait(poller.interval)
-                continue
-            queue = poller.subscribe(namespace, name, spec.health_policy.window_seconds)
-            result = await _next_poll(queue, stopped, poller.interval)
-            if result is None:
-                continue
-            snapshot["status"] = dict(body.status)
-            try:
-                if (namespace, name) in memo.get("unapplied", {}):
-                    await apply_decision(snapshot, spec, decision_state(spec, snapshot["status"]), memo, "an earlier decision was recorded")
-                if health.due(snapshot["status"], spec, time.time()):
-                    await act_on_health(snapshot, spec, result, memo, logger)
-            except API_UNREACHABLE as error:
-                # An API server outage is expected, not a crash: the decision is judged again at the next poll.
-                logger.warning("health: the API server did not take the decision (%s); judging again at the next poll", _short(error))
-    finally:
-        poller.unsubscribe(namespace, name)
-
-
-def _short(error: BaseException) -> str:
-    if isinstance(error, ApiException):
-        return f"{error.status} {applying.api_message(error)}"
-    return f"{type(error).__name__}: {error}"[:300]
-
-
-async def _next_poll(queue: asyncio.Queue[health.PollResult], stopped: kopf.DaemonStopped, timeout: float) -> health.PollResult | None:
-    """The next poll result, or None when the daemon is asked to stop or nothing arrived in time."""
-    getter = asyncio.ensure_future(queue.get())
-    stopper = asyncio.ensure_future(stopped.wait())
-    done, pending = await asyncio.wait({getter, stopper}, timeout=max(1.0, timeout), return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    return getter.result() if getter in done else None
-
-
-async def act_on_health(body: dict[str, Any], spec: api.SpeculativeServingSpec, result: health.PollResult, memo: kopf.Memo, logger: kopf.Logger) -> None:
-    """Record the decision in status first, then re-render: a restart in between resumes from status."""
-    meta = body["metadata"]
-    client: kube.Kube = memo["kube"]
-    fitting = frozenset(planner.fitting_variants(spec)) if spec.target.variants else None
-    outcome = health.evaluate(body, spec, result, time.time(), fitting)
-    TELEMETRY.record_decision(meta["namespace"], meta["name"], outcome.decision.action)
-    available = next((c["status"] == "True" for c in outcome.status["conditions"] if c["type"] == "MetricsAvailable"), None)
-    effective = outcome.status.get("speculation", (body.get("status") or {}).get("speculation", "On"))
-    TELEMETRY.set_serving(meta["namespace"], meta["name"], speculation=effective != "Off", metrics_available=available)
-
-    def build(latest: dict[str, Any]) -> dict[str, Any]:
-        return {**outcome.status, "conditions": merge_conditions(latest.get("conditions") or [], outcome.status["conditions"])}
-
-    with _acting(memo, (meta["namespace"], meta["name"])):
-        await client.update_serving_status(meta["namespace"], meta["name"], build)
-        if outcome.event is not None:
-            type_, reason, message = outcome.event
-            kopf.event(body, type=type_, reason=reason, message=message[:1024])
-        if outcome.decision.action != "keep":
-            logger.info("health: %s (%s)", outcome.decision.action, outcome.decision.reason)
-        if outcome.render_state is not None:
-            await apply_decision(body, spec, outcome.render_state, memo, f"decision {outcome.decision.action} recorded")
-
-
-@contextlib.contextmanager
-def _acting(memo: kopf.Memo, key: tuple[str, str]) -> Iterator[None]:
-    """Between a decision's status write and its apply, a Deployment event is not drift: see owned_object_changed."""
-    acting: set[tuple[str, str]] = memo.setdefault("acting", set())
-    acting.add(key)
-    try:
-        yield
-    finally:
-        acting.discard(key)
-
-
-async def apply_decision(body: dict[str, Any], spec: api.SpeculativeServingSpec, state: render.DecisionState, memo: kopf.Memo, what: str) -> None:
-    """Apply what a recorded decision renders. If the API server does not take it, say so once per cause and
-    leave the serving in memo["unapplied"]: the health loop tries again at each poll until it goes in."""
-    meta = body["metadata"]
-    key = (meta["namespace"], meta["name"])
-    unapplied: dict[tuple[str, str], str] = memo.setdefault("unapplied", {})
-    options = render.RenderOptions(pod_monitor_api=memo.get("pod_monitor_api", False))
-    with _acting(memo, key):
-        try:
-            await applying.apply_all(memo["kube"], render.render(owner_of(body), spec, state, options), ledger_of(memo))
-        except (applying.ApplyFailed, render.RenderError) as failure:
-            cause = str(failure)
-            if unapplied.get(key) != cause:
-                progress = failure.progress() if isinstance(failure, applying.ApplyFailed) else "nothing applied"
-                message = f"{what} but not applied: {cause}; {progress}; trying again at each poll"
-                kopf.event(body, type="Warning", reason="ApplyFailed", message=message[:1024])
-            unapplied[key] = cause
-            return
-    unapplied.pop(key, None)
-
-
 # ---------------------------------------------------------------- owned objects: drift and availability
 
 
@@ -384,12 +276,12 @@ async def owned_object_changed(type: str | None, body: kopf.Body, memo: kopf.Mem
         await _keep_as_rendered(type, dict(body), memo, logger, indexes.Cache.of(kwargs))
     except API_UNREACHABLE as error:
         # An outage or a refused repair: the next event for this object, or the next reconcile, tries again.
-        logger.warning("could not check or restore %s: %s", applying.describe(dict(body)), _short(error))
+        logger.warning("could not check or restore %s: %s", applying.describe(dict(body)), applying.short_error(error))
 
 
 async def _keep_as_rendered(type: str | None, body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger, cache: indexes.Cache) -> None:
     client: kube.Kube = memo["kube"]
-    ledger = ledger_of(memo)
+    ledger = applying.ledger_of(memo)
     meta = body["metadata"]
     serving = cache.serving(meta["namespace"], meta["labels"][render.SERVING_LABEL])
     wanted = _wanted(serving, body, memo)
@@ -443,19 +335,6 @@ def _wanted(
         return None  # reconcile refuses it too, perhaps not yet recorded
     wanted = next((o for o in desired if o["kind"] == live["kind"] and o["metadata"]["name"] == live["metadata"]["name"]), None)
     return None if wanted is None else (serving, spec, state, wanted)
-
-
-def refused(serving: dict[str, Any]) -> bool:
-    """Whether reconcile refused the serving's current generation. A generation it has not judged yet is not
-    refused: its handler renders the same objects, so a hand edit meanwhile is still put back."""
-    accepted = _find_condition(serving.get("status") or {}, "Accepted") or {}
-    return accepted.get("status") == "False" and accepted.get("observedGeneration") == serving["metadata"].get("generation")
-
-
-def accepted_as_is(serving: dict[str, Any]) -> bool:
-    """Whether the serving's current generation was accepted: only then may anything but reconcile apply it."""
-    accepted = _find_condition(serving.get("status") or {}, "Accepted") or {}
-    return accepted.get("status") == "True" and accepted.get("observedGeneration") == serving["metadata"].get("generation")
 
 
 async def refresh_availability(client: kube.Kube, serving: dict[str, Any], spec: api.SpeculativeServingSpec, state: render.DecisionState, cache: indexes.Cache) -> None:
@@ -517,11 +396,6 @@ def _same_quantity(wanted: Any, live: Any) -> bool:
 # ---------------------------------------------------------------- state and status (pure helpers)
 
 
-def owner_of(body: dict[str, Any]) -> render.Owner:
-    meta = body["metadata"]
-    return render.Owner(name=meta["name"], namespace=meta["namespace"], uid=meta.get("uid", ""))
-
-
 def forgotten_variant(spec: api.SpeculativeServingSpec, status: dict[str, Any]) -> str | None:
     """Why the variant the health loop chose is no longer served (the spec dropped it), or None."""
     chosen = status.get("activeVariant")
@@ -531,12 +405,6 @@ def forgotten_variant(spec: api.SpeculativeServingSpec, status: dict[str, Any]) 
     instead = f"variant {health.intended_variant(spec)!r}" if declared else "spec.target.model"
     listed = f"spec.target.variants ({', '.join(declared)})" if declared else "spec.target.variants (now empty)"
     return f"status.activeVariant {chosen!r}, chosen earlier by the health loop, is no longer among {listed}; serving {instead} instead"
-
-
-def decision_state(spec: api.SpeculativeServingSpec, status: dict[str, Any]) -> render.DecisionState:
-    """The health loop's decisions, read back from status; a variant no longer declared falls back to the spec's."""
-    state = health.state_from_status(spec, status)
-    return render.DecisionState(speculation=state.speculation, variant=state.variant)
 
 
 def serving_status(

@@ -29,19 +29,18 @@ PollResult = metrics.Poll | metrics.MetricsError
 class Poller:
     """Polls Prometheus once per interval for every subscribed serving; idle when nobody subscribes.
 
-    Subscribers are the per-object Kopf daemons, which Kopf stops when a peer operator takes over,
-    so only the active operator of several replicas ever queries Prometheus.
+    Servings are subscribed while this replica's health loop judges them (Kopf stops that when a peer
+    operator takes over), so only the active operator of several replicas ever queries Prometheus.
+    Each result goes to `results`; a newer one replaces one not yet taken.
     """
 
     def __init__(self, query: metrics.Query, labels: metrics.Labels, interval_seconds: float) -> None:
         self.query, self.labels, self.interval = query, labels, interval_seconds
-        self.subscribers: dict[tuple[str, str], tuple[int, asyncio.Queue[PollResult]]] = {}
+        self.subscribers: dict[tuple[str, str], int] = {}
+        self.results: asyncio.Queue[PollResult] = asyncio.Queue(maxsize=1)
 
-    def subscribe(self, namespace: str, name: str, window_seconds: int) -> asyncio.Queue[PollResult]:
-        key = (namespace, name)
-        queue = self.subscribers[key][1] if key in self.subscribers else asyncio.Queue(maxsize=1)
-        self.subscribers[key] = (window_seconds, queue)
-        return queue
+    def subscribe(self, namespace: str, name: str, window_seconds: int) -> None:
+        self.subscribers[(namespace, name)] = window_seconds
 
     def unsubscribe(self, namespace: str, name: str) -> None:
         self.subscribers.pop((namespace, name), None)
@@ -53,7 +52,7 @@ class Poller:
             await asyncio.sleep(self.interval)
 
     async def cycle(self) -> PollResult:
-        windows = {window for window, _ in self.subscribers.values()}
+        windows = set(self.subscribers.values())
         result: PollResult
         try:
             with TELEMETRY.time_poll():
@@ -63,10 +62,9 @@ class Poller:
             result = error
             TELEMETRY.record_prometheus_error()
             LOG.warning("poll failed: %s", error)
-        for _, queue in list(self.subscribers.values()):
-            if queue.full():
-                queue.get_nowait()  # a newer poll replaces one not yet evaluated
-            queue.put_nowait(result)
+        if self.results.full():
+            self.results.get_nowait()  # a newer poll replaces one not yet evaluated
+        self.results.put_nowait(result)
         return result
 
 
@@ -79,10 +77,56 @@ class Outcome:
     render_state: render.DecisionState | None  # set when Deployments must be re-rendered
 
 
-def due(status: dict[str, Any], spec: api.SpeculativeServingSpec, now: float) -> bool:
-    """Whether the serving's own interval has passed since its last evaluation (kept in status)."""
-    last = parse_time(((status.get("health") or {}).get("lastEvaluationTime")))
+def due(status: dict[str, Any], spec: api.SpeculativeServingSpec, now: float, evaluated: float | None = None) -> bool:
+    """Whether the serving's own interval has passed since its last evaluation: `evaluated` when the loop
+    remembers it (not every evaluation is written), else status.health.lastEvaluationTime."""
+    last = evaluated if evaluated is not None else parse_time(((status.get("health") or {}).get("lastEvaluationTime")))
     return last is None or now - last >= spec.health_policy.interval_seconds * 0.9
+
+
+STATUS_REFRESH_SECONDS = 300.0
+# How far an observed number moves before status is rewritten for it: (absolute, relative).
+MOVES = {"acceptanceRate": (0.02, 0.0), "meanAcceptedLength": (0.1, 0.0), "kvCacheUsage": (0.05, 0.0), "perPositionAcceptance": (0.05, 0.0)}
+DEFAULT_MOVE = (0.0, 0.1)
+
+
+def worth_writing(status: dict[str, Any], outcome: Outcome, now: float, spec: api.SpeculativeServingSpec) -> bool:
+    """Whether a judgement says something status does not yet say: a decision, a changed verdict or policy
+    memory, numbers that moved, or a record older than the refresh period. A hold, or the same verdict on
+    similar numbers, is not written, so a steady or idle fleet costs no writes between refreshes."""
+    if outcome.render_state is not None or outcome.event is not None or "decisions" in outcome.status:
+        return True
+    verdicts = {c.get("type"): (c.get("status"), c.get("reason")) for c in status.get("conditions") or []}
+    if any(verdicts.get(c["type"]) != (c["status"], c["reason"]) for c in outcome.status["conditions"]):
+        return True
+    old, new = status.get("health") or {}, outcome.status["health"]
+    if any(old.get(k) != v for k, v in new.items() if k not in ("lastEvaluationTime", "references")):
+        return True
+    if _moved(old.get("references") or {}, new.get("references") or {}) or _moved(status.get("observation") or {}, outcome.status["observation"]):
+        return True
+    last = parse_time(old.get("lastEvaluationTime"))
+    return last is None or now - last >= max(STATUS_REFRESH_SECONDS, 5 * spec.health_policy.interval_seconds)
+
+
+def _moved(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    for key, value in new.items():
+        if key == "time":
+            continue
+        before = old.get(key)
+        if isinstance(value, list) or isinstance(before, list):
+            pairs = list(zip(before or [], value or []))
+            if len(before or []) != len(value or []) or any(_number_moved(key, a, b) for a, b in pairs):
+                return True
+        elif _number_moved(key, before, value):
+            return True
+    return False
+
+
+def _number_moved(key: str, before: Any, after: Any) -> bool:
+    if before is None or after is None or not isinstance(before, (int, float)) or not isinstance(after, (int, float)):
+        return before != after
+    absolute, relative = MOVES.get(key, DEFAULT_MOVE)
+    return abs(after - before) > max(absolute, relative * max(abs(before), abs(after)))
 
 
 def evaluate(body: dict[str, Any], spec: api.SpeculativeServingSpec, result: PollResult, now: float, fitting: frozenset[str] | None = None) -> Outcome:

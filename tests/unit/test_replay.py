@@ -106,7 +106,7 @@ def test_cli_refuses_bad_observations_in_one_line_exit_2(tmp_path, capsys):
 
 
 def test_cli_steps_only_to_variants_whose_memory_budget_fits(tmp_path, capsys):
-    """As controller.act_on_health: the ladder is told which variants fit (here bf16 does not, on 2 x H100)."""
+    """As healthloop.act_on_health: the ladder is told which variants fit (here bf16 does not, on 2 x H100)."""
     variants = [{"name": "int8", "model": "neuralmagic/Meta-Llama-3.1-70B-Instruct-quantized.w8a8"}, {"name": "bf16", "model": "meta-llama/Llama-3.1-70B-Instruct"}]
     document = serving(name="ladder", target={"model": "meta-llama/Llama-3.1-70B-Instruct", "variants": variants},
                        gpu={"count": 2, "product": "H100-80GB"}, engine={"maxModelLen": 16384},

@@ -1,6 +1,6 @@
 """Status bookkeeping: conditions, availability, decision state read back from status, drift detection."""
 
-from specserve import api, controller, render
+from specserve import api, controller, render, servings
 from tests.helpers import minimal_spec
 
 SPEC = api.SpeculativeServingSpec.model_validate(minimal_spec())
@@ -94,24 +94,24 @@ def test_transition_time_moves_only_when_the_status_value_changes():
 
 
 def test_decision_state_is_read_back_from_status():
-    state = controller.decision_state(LADDER, {"speculation": "Off", "activeVariant": "bf16"})
+    state = servings.decision_state(LADDER, {"speculation": "Off", "activeVariant": "bf16"})
     assert state == render.DecisionState(speculation=False, variant="bf16")
 
 
 def test_a_variant_removed_from_the_spec_falls_back_to_the_spec():
-    assert controller.decision_state(LADDER, {"activeVariant": "fp4"}).variant == "int4"
+    assert servings.decision_state(LADDER, {"activeVariant": "fp4"}).variant == "int4"
 
 
 def test_a_changed_spec_active_variant_overrides_the_last_decision():
     status = {"activeVariant": "bf16", "health": {"specActiveVariant": "int4"}}
     changed = LADDER.model_copy(update={"target": LADDER.target.model_copy(update={"active_variant": "bf16"})})
-    assert controller.decision_state(LADDER, status).variant == "bf16"
+    assert servings.decision_state(LADDER, status).variant == "bf16"
     moved = {"activeVariant": "int4", "health": {"specActiveVariant": "int4"}}
-    assert controller.decision_state(changed, moved).variant == "bf16"
+    assert servings.decision_state(changed, moved).variant == "bf16"
 
 
 def test_fresh_status_means_speculation_on():
-    assert controller.decision_state(SPEC, {}) == render.DecisionState()
+    assert servings.decision_state(SPEC, {}) == render.DecisionState()
 
 
 def test_canonicalised_quantities_are_not_drift():
@@ -154,10 +154,10 @@ def test_only_a_judged_generation_counts_as_refused():
     def serving(status, observed, generation=2):
         return {"metadata": {"generation": generation}, "status": {"conditions": [controller.condition("Accepted", status, "X", "", observed)]}}
 
-    assert controller.refused(serving("False", 2))
-    assert not controller.refused(serving("False", 1))  # a newer spec, not judged yet
-    assert not controller.refused(serving("True", 2))
-    assert not controller.refused({"metadata": {"generation": 1}, "status": {}})
+    assert servings.refused(serving("False", 2))
+    assert not servings.refused(serving("False", 1))  # a newer spec, not judged yet
+    assert not servings.refused(serving("True", 2))
+    assert not servings.refused({"metadata": {"generation": 1}, "status": {}})
 
 
 def test_a_variant_the_spec_dropped_is_named_with_what_is_served_instead():

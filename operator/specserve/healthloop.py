@@ -1,0 +1,186 @@
+"""The health loop: one task judges every serving this replica is active for, once per Prometheus poll.
+
+Kopf says which servings are active: a daemon per serving only registers it while Kopf runs it (Kopf stops
+daemons when the serving goes away or a peer replica takes over). Bodies come from the servings index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import kopf
+import pydantic
+
+from specserve import api, applying, health, indexes, kube, metrics, planner, render, servings
+from specserve.conditions import merge_conditions
+from specserve.telemetry import TELEMETRY
+
+LOG = logging.getLogger("specserve.health")
+CONCURRENT_WRITES = 16  # status writes and applies in flight at once, so one slow call does not stall the cycle
+
+
+class HealthLoop:
+    """Judges every registered serving after each poll; writes status only when something worth saying changed."""
+
+    def __init__(self, poller: health.Poller, memo: kopf.Memo) -> None:
+        self.poller, self.memo = poller, memo
+        self.active: set[indexes.ServingKey] = set()
+        self.evaluated: dict[indexes.ServingKey, float] = {}  # when each was last judged, whether or not written
+        self.cache: indexes.Cache | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def join(self, key: indexes.ServingKey) -> None:
+        self.active.add(key)
+        self._subscribe(key)
+        if self.task is None or self.task.done():
+            # Started from a Kopf daemon, not at start-up: the task inherits the context kopf.event() needs.
+            self.task = asyncio.create_task(self.run(), name="specserve-health-loop")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    def leave(self, key: indexes.ServingKey) -> None:
+        self.active.discard(key)
+        self.evaluated.pop(key, None)
+        self.poller.unsubscribe(*key)
+
+    async def run(self) -> None:
+        while True:
+            self._subscribe_all()  # a serving accepted since the last poll is queried from the next one on
+            try:
+                result = await asyncio.wait_for(self.poller.results.get(), timeout=self.poller.interval)
+            except asyncio.TimeoutError:
+                continue
+            await self.cycle(result)
+
+    async def cycle(self, result: health.PollResult) -> None:
+        """Judge every active serving against one poll."""
+        limit = asyncio.Semaphore(CONCURRENT_WRITES)
+
+        async def one(key: indexes.ServingKey) -> None:
+            async with limit:
+                await self.judge(key, result)
+
+        await asyncio.gather(*(one(key) for key in sorted(self.active)))
+
+    def _subscribe_all(self) -> None:
+        for key in list(self.active):
+            self._subscribe(key)
+
+    async def judge(self, key: indexes.ServingKey, result: health.PollResult) -> None:
+        snapshot = self.cache.serving(*key) if self.cache is not None else None
+        spec = _spec_of(snapshot)
+        if snapshot is None or spec is None or not servings.accepted_as_is(snapshot):
+            return
+        if isinstance(result, metrics.Poll) and spec.health_policy.window_seconds not in result.by_window:
+            return  # joined after this poll was asked for: judged from the next one, which includes its window
+        status = snapshot.get("status") or {}
+        now = time.time()
+        try:
+            if key in self.memo.get("unapplied", {}):
+                await apply_decision(snapshot, spec, servings.decision_state(spec, status), self.memo, "an earlier decision was recorded")
+            if health.due(status, spec, now, self.evaluated.get(key)):
+                self.evaluated[key] = now
+                await act_on_health(snapshot, spec, result, self.memo, LOG)
+        except applying.API_UNREACHABLE as error:
+            # An API server outage is expected, not a crash: the decision is judged again at the next poll.
+            LOG.warning("health %s/%s: the API server did not take the decision (%s); judging again at the next poll", *key, applying.short_error(error))
+        except Exception:  # noqa: BLE001 - one serving's surprise must not stop the loop for all the others
+            LOG.exception("health %s/%s: evaluation failed; judging again at the next poll", *key)
+
+    def _subscribe(self, key: indexes.ServingKey) -> None:
+        snapshot = self.cache.serving(*key) if self.cache is not None else None
+        spec = _spec_of(snapshot)
+        if snapshot is not None and spec is not None and servings.accepted_as_is(snapshot):
+            self.poller.subscribe(*key, spec.health_policy.window_seconds)
+        else:
+            self.poller.unsubscribe(*key)  # nothing to judge until the spec is accepted
+
+
+def _spec_of(snapshot: dict[str, Any] | None) -> api.SpeculativeServingSpec | None:
+    if snapshot is None:
+        return None
+    try:
+        return api.SpeculativeServingSpec.model_validate(snapshot.get("spec") or {})
+    except pydantic.ValidationError:
+        return None
+
+
+@kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_timeout=10)
+async def health_membership(stopped: kopf.DaemonStopped, namespace: str, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Registers the serving with the health loop while Kopf runs this daemon for it."""
+    loop: HealthLoop = memo["health_loop"]
+    loop.cache = indexes.Cache.of(kwargs)
+    loop.join((namespace, name))
+    try:
+        await stopped.wait()
+    finally:
+        loop.leave((namespace, name))
+
+
+async def act_on_health(body: dict[str, Any], spec: api.SpeculativeServingSpec, result: health.PollResult, memo: kopf.Memo, logger: logging.Logger) -> None:
+    """Record the decision in status first, then re-render: a restart in between resumes from status.
+    A judgement that changes nothing worth saying (a hold, the same verdict on similar numbers) is not written."""
+    meta = body["metadata"]
+    client: kube.Kube = memo["kube"]
+    fitting = frozenset(planner.fitting_variants(spec)) if spec.target.variants else None
+    now = time.time()
+    outcome = health.evaluate(body, spec, result, now, fitting)
+    TELEMETRY.record_decision(meta["namespace"], meta["name"], outcome.decision.action)
+    available = next((c["status"] == "True" for c in outcome.status["conditions"] if c["type"] == "MetricsAvailable"), None)
+    effective = outcome.status.get("speculation", (body.get("status") or {}).get("speculation", "On"))
+    TELEMETRY.set_serving(meta["namespace"], meta["name"], speculation=effective != "Off", metrics_available=available)
+    if not health.worth_writing(body.get("status") or {}, outcome, now, spec):
+        return
+
+    def build(latest: dict[str, Any]) -> dict[str, Any]:
+        return {**outcome.status, "conditions": merge_conditions(latest.get("conditions") or [], outcome.status["conditions"])}
+
+    with acting(memo, (meta["namespace"], meta["name"])):
+        await client.update_serving_status(meta["namespace"], meta["name"], build, known=body)
+        if outcome.event is not None:
+            type_, reason, message = outcome.event
+            kopf.event(body, type=type_, reason=reason, message=message[:1024])
+        if outcome.decision.action != "keep":
+            logger.info("health %s/%s: %s (%s)", meta["namespace"], meta["name"], outcome.decision.action, outcome.decision.reason)
+        if outcome.render_state is not None:
+            await apply_decision(body, spec, outcome.render_state, memo, f"decision {outcome.decision.action} recorded")
+
+
+@contextlib.contextmanager
+def acting(memo: kopf.Memo, key: indexes.ServingKey) -> Iterator[None]:
+    """Between a decision's status write and its apply, a Deployment event is not drift: see owned_object_changed."""
+    active: set[indexes.ServingKey] = memo.setdefault("acting", set())
+    active.add(key)
+    try:
+        yield
+    finally:
+        active.discard(key)
+
+
+async def apply_decision(body: dict[str, Any], spec: api.SpeculativeServingSpec, state: render.DecisionState, memo: kopf.Memo, what: str) -> None:
+    """Apply what a recorded decision renders. If the API server does not take it, say so once per cause and
+    leave the serving in memo["unapplied"]: the health loop tries again at each poll until it goes in."""
+    meta = body["metadata"]
+    key = (meta["namespace"], meta["name"])
+    unapplied: dict[indexes.ServingKey, str] = memo.setdefault("unapplied", {})
+    options = render.RenderOptions(pod_monitor_api=memo.get("pod_monitor_api", False))
+    with acting(memo, key):
+        try:
+            await applying.apply_all(memo["kube"], render.render(servings.owner_of(body), spec, state, options), applying.ledger_of(memo))
+        except (applying.ApplyFailed, render.RenderError) as failure:
+            cause = str(failure)
+            if unapplied.get(key) != cause:
+                progress = failure.progress() if isinstance(failure, applying.ApplyFailed) else "nothing applied"
+                message = f"{what} but not applied: {cause}; {progress}; trying again at each poll"
+                kopf.event(body, type="Warning", reason="ApplyFailed", message=message[:1024])
+            unapplied[key] = cause
+            return
+    unapplied.pop(key, None)
