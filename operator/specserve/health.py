@@ -24,6 +24,7 @@ EVENT_REASONS = {
     "switch_variant": ("Normal", "VariantSwitched"),
 }
 PollResult = metrics.Poll | metrics.MetricsError
+PROBE_EVERY = 20  # poll cycles between asking Prometheus whether the recording rules are there
 
 
 class Poller:
@@ -38,6 +39,8 @@ class Poller:
         self.query, self.labels, self.interval = query, labels, interval_seconds
         self.subscribers: dict[tuple[str, str], int] = {}
         self.results: asyncio.Queue[PollResult] = asyncio.Queue(maxsize=1)
+        self.recorded = False  # whether Prometheus has the chart's recording rules, asked every PROBE_EVERY cycles
+        self.cycles = 0
 
     def subscribe(self, namespace: str, name: str, window_seconds: int) -> None:
         self.subscribers[(namespace, name)] = window_seconds
@@ -54,9 +57,15 @@ class Poller:
     async def cycle(self) -> PollResult:
         windows = set(self.subscribers.values())
         result: PollResult
+        if self.cycles % PROBE_EVERY == 0 and metrics.RECORDED_WINDOW_SECONDS in windows:
+            recorded = await asyncio.to_thread(metrics.recording_rules_present, self.query)
+            if recorded != self.recorded:
+                LOG.info("recording rules %s: the %d s window reads %s series", "found" if recorded else "not found", metrics.RECORDED_WINDOW_SECONDS, "recorded" if recorded else "raw")
+            self.recorded = recorded
+        self.cycles += 1
         try:
             with TELEMETRY.time_poll():
-                result = await asyncio.to_thread(metrics.poll, self.query, windows, self.labels)
+                result = await asyncio.to_thread(metrics.poll, self.query, windows, self.labels, self.recorded)
             LOG.debug("poll: %d queries in %.3fs for %d servings", result.queries, result.seconds, len(self.subscribers))
         except metrics.MetricsError as error:
             result = error

@@ -87,6 +87,40 @@ def queries(window_seconds: int, labels: Labels = Labels()) -> dict[str, str]:
     }
 
 
+# The chart's PrometheusRule records the costly expressions over [5m] by namespace, serving and role. When
+# Prometheus has them, a 300 s window reads the recorded series instead of evaluating histogram_quantile over
+# every serving's buckets at each poll; the other fields are cheap and stay raw.
+RECORDED_WINDOW_SECONDS = 300
+RECORDED = {
+    "acceptance_rate": "serving_role:vllm_spec_decode_acceptance:ratio_rate5m",
+    "mean_accepted_length": "serving_role:vllm_spec_decode_mean_accepted_length:rate5m",
+    "draft_tokens": f"serving_role:vllm_spec_decode_draft_tokens:rate5m * {RECORDED_WINDOW_SECONDS}",
+    "per_position_acceptance": "serving_role_position:vllm_spec_decode_acceptance:ratio_rate5m",
+    "p50_tpot": "serving_role:vllm_request_time_per_output_token_seconds:p50_rate5m",
+    "p99_tpot": "serving_role:vllm_request_time_per_output_token_seconds:p99_rate5m",
+    "p50_ttft": "serving_role:vllm_time_to_first_token_seconds:p50_rate5m",
+    "p99_ttft": "serving_role:vllm_time_to_first_token_seconds:p99_rate5m",
+}
+RECORDING_PROBE = f"count({RECORDED['p99_tpot']})"
+
+
+def poll_queries(window_seconds: int, labels: Labels = Labels(), recorded: bool = False) -> dict[str, str]:
+    """What one poll asks for one window: recorded series where the chart's rules provide them (their
+    window and the default labels), raw series otherwise."""
+    raw = queries(window_seconds, labels)
+    if recorded and window_seconds == RECORDED_WINDOW_SECONDS and labels == Labels():
+        return {**raw, **RECORDED}
+    return raw
+
+
+def recording_rules_present(query: "Query") -> bool:
+    """Whether Prometheus holds the chart's recorded series (any serving); unreachable counts as no."""
+    try:
+        return bool(query(RECORDING_PROBE))
+    except Exception:  # noqa: BLE001 - the client raises requests, urllib3 and its own errors
+        return False
+
+
 Query = Callable[[str], list[dict[str, Any]]]
 QueryRange = Callable[[str, int, int, float], list[dict[str, Any]]]  # promql, start, end (Unix seconds), step seconds
 
@@ -122,19 +156,21 @@ class Poll:
     by_window: dict[int, dict[RoleKey, RoleMetrics]]
     queries: int
     seconds: float
+    recorded: bool = False  # the costly fields came from the chart's recording rules
 
     def role(self, window: int, namespace: str, serving: str, role: str) -> RoleMetrics | None:
         return self.by_window.get(window, {}).get((namespace, serving, role))
 
 
-def poll(query: Query, windows: set[int], labels: Labels = Labels()) -> Poll:
-    """Run the fixed query set for each distinct window; any failure is a MetricsError (never partial data)."""
+def poll(query: Query, windows: set[int], labels: Labels = Labels(), recorded: bool = False) -> Poll:
+    """Run the fixed query set for each distinct window; any failure is a MetricsError (never partial data).
+    `recorded`: Prometheus has the chart's recording rules (see poll_queries)."""
     started = time.monotonic()
     by_window: dict[int, dict[RoleKey, RoleMetrics]] = {}
     count = 0
     for window in sorted(windows):
         table: dict[RoleKey, RoleMetrics] = {}
-        for name, promql in queries(window, labels).items():
+        for name, promql in poll_queries(window, labels, recorded).items():
             count += 1
             try:
                 samples = query(promql)
@@ -142,7 +178,7 @@ def poll(query: Query, windows: set[int], labels: Labels = Labels()) -> Poll:
                 raise MetricsError(f"{type(error).__name__}: {error}") from error
             _fill(table, name, samples, labels)
         by_window[window] = table
-    return Poll(by_window, count, time.monotonic() - started)
+    return Poll(by_window, count, time.monotonic() - started, recorded and RECORDED_WINDOW_SECONDS in by_window and labels == Labels())
 
 
 def _fill(table: dict[RoleKey, RoleMetrics], name: str, samples: list[dict[str, Any]], labels: Labels) -> None:

@@ -44,9 +44,11 @@ class Target:
 
 
 class Prometheus:
-    def __init__(self, workdir: Path, targets: list[Target], scrape_interval: str = "1s") -> None:
+    def __init__(self, workdir: Path, targets: list[Target], scrape_interval: str = "1s", rule_groups: list[dict] | None = None) -> None:
+        """rule_groups: recording and alerting rule groups (a PrometheusRule's spec.groups) to evaluate."""
         self.binary = require("prometheus")
         self.workdir, self.targets, self.scrape_interval = workdir, targets, scrape_interval
+        self.rule_groups = rule_groups or []
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log = workdir / "prometheus.log"
@@ -56,14 +58,19 @@ class Prometheus:
         return f"http://127.0.0.1:{self.port}"
 
     def config(self) -> dict:
-        return {
+        config = {
             "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
             "scrape_configs": [
                 {"job_name": "vllm", "honor_labels": True, "static_configs": [{"targets": [t.address], "labels": t.labels} for t in self.targets]}
             ],
         }
+        if self.rule_groups:
+            config["rule_files"] = [str(self.workdir / "rules.yml")]
+        return config
 
     def start(self) -> "Prometheus":
+        if self.rule_groups:
+            (self.workdir / "rules.yml").write_text(yaml.safe_dump({"groups": self.rule_groups}))
         config = self.workdir / "prometheus.yml"
         config.write_text(yaml.safe_dump(self.config()))
         self.process = subprocess.Popen(
