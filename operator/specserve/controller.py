@@ -142,14 +142,13 @@ async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger, 
         raise  # unreachable: _record_apply_failure raises kopf.TemporaryError
     if done.written:
         logger.info("applied %s; already as rendered: %s", ", ".join(done.written), ", ".join(done.unchanged) or "none")
-    # The watch may not have delivered what was just written: the API server's answers are newer.
-    fresh = {d["metadata"]["name"]: d for d in done.responses if d.get("kind") == "Deployment"}
-    deployments = [fresh.pop(d["metadata"]["name"], d) for d in cache.deployments_of(meta["namespace"], meta["name"], meta.get("uid"))] + list(fresh.values())
     applied = f"{len(objects)} objects applied with server-side apply"
     forgotten = forgotten_variant(spec, status)
     accepted = condition("Accepted", "True", "VariantFallback", f"{forgotten}; {applied}", generation) if forgotten else condition("Accepted", "True", "Applied", applied, generation)
 
     def build(latest: dict[str, Any]) -> dict[str, Any] | None:
+        # Read at each attempt: after a conflict, the watch has moved on and its Deployments are newer.
+        deployments = newest_deployments(cache.deployments_of(meta["namespace"], meta["name"], meta.get("uid")), done.responses)
         new = serving_status(latest, deployments, generation, [accepted, memory], state, spec)
         return new if _status_changed(latest, new) else None
 
@@ -158,8 +157,19 @@ async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger, 
         kopf.event(body, type="Warning", reason="UnknownVariant", message=forgotten[:1024])
     if status.get("observedGeneration") != generation or (_find_condition(status, "Accepted") or {}).get("status") != "True":
         kopf.event(body, type="Normal", reason="Applied", message=f"applied {', '.join(applying.describe(o) for o in objects)}")
-    logger.info("reconciled generation %s: %s", generation, (written or {}).get("phase"))
+    logger.info("reconciled generation %s: %s", generation, (written or {}).get("phase") or "already as rendered, status unchanged")
     return written
+
+
+def newest_deployments(watched: list[dict[str, Any]], written: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Deployments as the watch has them, except where an apply just wrote a newer generation the watch
+    has not delivered yet. A watched copy of the same generation is at least as new as the apply's answer."""
+    newer = {d["metadata"]["name"]: d for d in written if d.get("kind") == "Deployment"}
+    merged = []
+    for d in watched:
+        mine = newer.pop(d["metadata"]["name"], None)
+        merged.append(mine if mine is not None and mine["metadata"].get("generation", 0) > d["metadata"].get("generation", 0) else d)
+    return merged + list(newer.values())
 
 
 def _retry_bounds(memo: kopf.Memo) -> tuple[float, float]:
@@ -340,11 +350,11 @@ def _wanted(
 async def refresh_availability(client: kube.Kube, serving: dict[str, Any], spec: api.SpeculativeServingSpec, state: render.DecisionState, cache: indexes.Cache) -> None:
     """Follow the Deployments' availability into status; written only when something changed."""
     meta = serving["metadata"]
-    deployments = cache.deployments_of(meta["namespace"], meta["name"], meta.get("uid"))
 
     def build(latest: dict[str, Any]) -> dict[str, Any] | None:
         if latest.get("phase") == "Invalid":
             return None  # refused meanwhile (this event was judged before): only the next reconcile leaves Invalid
+        deployments = cache.deployments_of(meta["namespace"], meta["name"], meta.get("uid"))  # at each attempt
         new = serving_status(latest, deployments, latest.get("observedGeneration"), [], state, spec)
         return new if _status_changed(latest, new) else None
 

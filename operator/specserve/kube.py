@@ -6,7 +6,9 @@ Thin wrapper over the official client; blocking calls run in a thread so Kopf's 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -17,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 
 from specserve import api, render
 
+API_THREADS = 32  # blocking API calls in flight at once (asyncio's default pool has cores + 4 threads)
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 
@@ -58,6 +61,7 @@ def new_api_client() -> kubernetes.client.ApiClient:
         kubernetes.config.load_incluster_config(client_configuration=configuration)
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = API_THREADS
     return kubernetes.client.ApiClient(configuration)
 
 
@@ -79,8 +83,9 @@ def login_problem() -> str | None:
 
 
 class Kube:
-    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+    def __init__(self, client: kubernetes.client.ApiClient, threads: int = API_THREADS) -> None:
         self.client = client
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="specserve-api")
 
     def _call(self, method: str, path: str, body: Any = None, content_type: str | None = None, query: list[tuple[str, Any]] | None = None) -> Any:
         headers = {"Accept": "application/json"}
@@ -94,7 +99,7 @@ class Kube:
         return self.client.response_deserialize(response, {"200": "object", "201": "object", "202": "object"}).data
 
     async def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(self._call, method, path, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(self._call, method, path, **kwargs))
 
     async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply under specserve's own field manager; other owners' fields are left alone."""

@@ -177,3 +177,21 @@ def test_dropping_every_variant_falls_back_to_the_target_model():
 def test_an_earlier_started_replica_has_the_higher_peering_priority():
     assert controller.seniority_priority(1000.0, 999) > controller.seniority_priority(1000.001, 0)
     assert controller.seniority_priority(1000.0, 1) != controller.seniority_priority(1000.0, 2)
+
+
+def _deployment(name, generation, available):
+    return {"kind": "Deployment", "metadata": {"name": name, "generation": generation}, "status": {"availableReplicas": available}}
+
+
+def test_a_watched_deployment_of_the_same_generation_beats_the_applys_answer():
+    watched, written = [_deployment("a", 1, 1)], [_deployment("a", 1, 0)]
+    assert controller.newest_deployments(watched, written) == watched
+
+
+def test_a_newer_generation_just_applied_beats_the_watch():
+    watched, written = [_deployment("a", 1, 1)], [_deployment("a", 2, 0)]
+    assert controller.newest_deployments(watched, written) == written
+
+
+def test_a_deployment_the_watch_has_not_seen_yet_is_taken_from_the_apply():
+    assert controller.newest_deployments([], [_deployment("a", 1, 0)]) == [_deployment("a", 1, 0)]
