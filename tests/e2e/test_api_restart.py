@@ -1,10 +1,12 @@
-"""An API-server restart under a running operator, on a private control plane: the operator rides it out.
+"""API-server outages under a running operator, on a private control plane: the operator rides them out.
 
-The restart happens once (module fixture: servings Ready, API server stopped ~20 s, started, a spec change at once); each test asserts one outcome.
+A restart (servings Ready, API server stopped ~20 s, a spec change at /readyz) and a front answering 503 for longer than Kopf's retry
+schedule each happen once, in a module fixture; each test asserts one outcome.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -39,6 +41,8 @@ CHANGE = {"replicas": 2, "speculation": {"numSpeculativeTokens": 6}}
 # poll after the restart every health daemon writes status at once, competing with the reconcile for client threads.
 RECONNECT_SECONDS = max(kopf.OperatorSettings().networking.error_backoffs)
 RECONCILE_BOUND_SECONDS = POLL_SECONDS + RECONNECT_SECONDS + 5
+# Longer than Kopf's whole retry schedule for one request (the sum of its steps, 54 s), so that every watch spends its last attempt.
+FRONT_OUTAGE_SECONDS = sum(kopf.OperatorSettings().networking.error_backoffs) + 11
 TROUBLE = re.compile(r"Traceback|failed with an exception|[Uu]nhandled exception|exception was never retrieved")
 
 
@@ -241,3 +245,54 @@ def test_no_serving_becomes_invalid(restarted: Outcome) -> None:
     invalid = {name: phases for name, phases in restarted.sampler.phases.items() if "Invalid" in phases}
     assert invalid == {}, f"phases seen through the outage: {restarted.sampler.phases}"
     assert set(restarted.sampler.phases) == set(restarted.names)
+
+
+@dataclass
+class FrontOutcome:
+    operator: OperatorProcess
+    refused: int  # requests the front answered with 503
+    still_off: list[str]  # how the serving changed after the front answered again still differs from its spec
+
+
+@pytest.fixture(scope="module")
+def behind_a_503_front(private: private_cluster.PrivateCluster) -> Iterator[FrontOutcome]:
+    """The operator talks to the API server through a front that answers 503 for FRONT_OUTAGE_SECONDS, then passes again;
+    a spec change is made once it passes."""
+    kube = private.kube()
+    apply_crd(kube, yaml.safe_load((ROOT / "crds" / "specserve.dev_speculativeservings.yaml").read_text()))
+    namespace = new_namespace(kube, "specserve-front")
+    names = ["sim-0", "sim-1"]
+    args = ["--namespace", namespace, "--poll-interval", str(POLL_SECONDS)]
+    with private.front() as front, running_operator("api-front", args, env={"KUBECONFIG": str(front.kubeconfig)}) as operator:
+        for name in names:
+            create(kube, namespace, example_serving(name))
+        eventually(lambda: all(phase_of(kube, namespace, n) == "Ready" for n in names), timeout=90)
+        front.unavailable()
+        time.sleep(FRONT_OUTAGE_SECONDS)
+        front.available()
+        patch_when_served(kube, namespace, names[0], copy.deepcopy(CHANGE))
+        with contextlib.suppress(AssertionError):
+            eventually(lambda: not spec_mismatches(kube, namespace, names[0]), timeout=RECONCILE_BOUND_SECONDS, interval=0.2)
+        yield FrontOutcome(operator, front.refused, spec_mismatches(kube, namespace, names[0]))
+
+
+FRONT_BUG = (
+    "operator bug: Kopf escalates a watch request's last retry (after 54 s) as APIServerError when the answer is a 5xx, and "
+    "its watcher catches only connection errors, so the operator process exits 1 with a traceback "
+    "('Request attempt #9/9 failed; escalating: GET .../speculativeservings?watch=true ... APIServerError'); "
+    "also seen with the real kube-apiserver started ~52 s after it died ('the request has been made before all known HTTP paths "
+    "have been installed', 503). Fix in the operator's Kopf settings or watch handling; then remove this mark"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=FRONT_BUG)
+def test_the_operator_process_survives_503_answers_for_longer_than_kopfs_retries(behind_a_503_front: FrontOutcome) -> None:
+    operator = behind_a_503_front.operator
+    assert behind_a_503_front.refused > 0, "the front never answered 503: the outage did not happen"
+    assert operator.process.poll() is None, f"the operator exited with {operator.process.returncode}:\n{operator.text()[-2500:]}"
+    assert not [line for line in operator.text().splitlines() if TROUBLE.search(line)]
+
+
+@pytest.mark.xfail(strict=True, reason=FRONT_BUG)
+def test_a_change_made_once_the_front_answers_again_is_reconciled(behind_a_503_front: FrontOutcome) -> None:
+    assert behind_a_503_front.still_off == []

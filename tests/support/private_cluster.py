@@ -1,23 +1,28 @@
 """A private control plane from ../shared/k8s for tests and benchmarks that take the API server away and back.
 
-Own state directory under a temporary directory, five free ports, a fake kubelet; wiped and removed on exit.
+Own state directory under a temporary directory, five free ports, a fake kubelet, an optional 503-answering front; wiped on exit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import selectors
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import kubernetes
+import yaml
 
 from specserve import kube
 
@@ -95,6 +100,15 @@ class PrivateCluster:
     def down(self) -> None:
         subprocess.run([str(K8S_DIR / "down.sh"), "--wipe"], env=self.env, capture_output=True, text=True, timeout=120)
 
+    @contextlib.contextmanager
+    def front(self) -> Iterator["ApiFront"]:
+        """An ApiFront of this cluster's API server; point a process at its kubeconfig."""
+        front = ApiFront(self)
+        try:
+            yield front
+        finally:
+            front.close()
+
     def apiserver_pid(self) -> int | None:
         try:
             return int(self.apiserver_pid_file.read_text().strip())
@@ -141,6 +155,104 @@ class PrivateCluster:
         if process.returncode != 0 or ready_at is None:
             raise RuntimeError(f"up.sh (K8S_STATE={self.state}) exited {process.returncode} restarting the API server:\n{stderr[-3000:]}")
         return ready_at
+
+
+class ApiFront:
+    """A TCP front of the API server on its own port: passes connections through (TLS stays end to end) until
+    unavailable() is called; from then until available(), it cuts every open connection (watch streams break) and
+    answers each request itself, with the API server's certificate, 503 ServiceUnavailable - what a load balancer
+    with no healthy API server behind it, or a starting kube-apiserver for a moment, answers."""
+
+    MESSAGE = "no API server available behind the front (test)"
+
+    def __init__(self, cluster: PrivateCluster) -> None:
+        self.upstream = ("127.0.0.1", int(cluster.env["APISERVER_PORT"]))
+        self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.tls.load_cert_chain(cluster.state / "pki" / "apiserver.crt", cluster.state / "pki" / "apiserver.key")
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.kubeconfig = cluster.state / "kubeconfig-front"
+        config = yaml.safe_load(cluster.kubeconfig.read_text())
+        for entry in config["clusters"]:
+            entry["cluster"]["server"] = f"https://127.0.0.1:{self.port}"
+        self.kubeconfig.write_text(yaml.safe_dump(config))
+        self.refused = 0  # requests answered with 503
+        self._down = False
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def unavailable(self) -> None:
+        with self._lock:
+            self._down = True
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def available(self) -> None:
+        with self._lock:
+            self._down = False
+
+    def close(self) -> None:
+        self._closed = True
+        self.unavailable()
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            target = self._refuse if self._down else self._relay
+            threading.Thread(target=target, args=(client,), daemon=True).start()
+
+    def _refuse(self, client: socket.socket) -> None:
+        body = json.dumps({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": self.MESSAGE,
+                           "reason": "ServiceUnavailable", "code": 503}).encode()
+        try:
+            with self.tls.wrap_socket(client, server_side=True) as conn:
+                conn.settimeout(10)
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    request += chunk
+                self.refused += 1
+                conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                             + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        except (OSError, ssl.SSLError):
+            pass
+
+    def _relay(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(self.upstream, timeout=10)
+        except OSError:
+            client.close()
+            return
+        upstream.settimeout(None)
+        with self._lock:
+            self._open |= {client, upstream}
+        selector = selectors.DefaultSelector()
+        selector.register(client, selectors.EVENT_READ, upstream)
+        selector.register(upstream, selectors.EVENT_READ, client)
+        try:
+            while True:
+                for key, _ in selector.select():
+                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                    if not data:
+                        return
+                    key.data.sendall(data)
+        except OSError:
+            pass
+        finally:
+            selector.close()
+            with self._lock:
+                self._open -= {client, upstream}
+            client.close()
+            upstream.close()
 
 
 def _running(pid: int) -> bool:
