@@ -39,6 +39,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     settings.posting.level = logging.INFO
     settings.peering.lifetime = operator_settings.peering_lifetime_seconds
     settings.queueing.error_delays = [10, 20, 30, 60, 120, 300]
+    settings.networking.error_backoffs = kube.EndlessBackoffs()
+    settings.networking.enforce_retry_after = True  # a starting API server says when to come back (429, 1 s)
     managed = ",".join(f"{k}={v}" for k, v in MANAGED.items())
     for resource in (("apps", "deployments"), ("", "services")):
         settings.watching.label_selectors[resource] = managed  # watch only what specserve manages, server-side

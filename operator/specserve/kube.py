@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,15 @@ KINDS = {
     ("monitoring.coreos.com", "v1", "PodMonitor"): POD_MONITORS,
     (api.GROUP, api.VERSION, api.KIND): SERVINGS,
 }
+
+
+class EndlessBackoffs:
+    """Kopf's delays between retries of a failed API request, never exhausted: an API server outage of any
+    length is waited out (Kopf's default schedule gives up after 54 s, and a watch that gives up ends the
+    operator with a traceback)."""
+
+    def __iter__(self) -> Iterator[float]:
+        return itertools.chain((1.0, 1.0, 2.0, 3.0), itertools.repeat(5.0))
 
 
 def new_api_client() -> kubernetes.client.ApiClient:

@@ -276,16 +276,6 @@ def behind_a_503_front(private: private_cluster.PrivateCluster) -> Iterator[Fron
         yield FrontOutcome(operator, front.refused, spec_mismatches(kube, namespace, names[0]))
 
 
-FRONT_BUG = (
-    "operator bug: Kopf escalates a watch request's last retry (after 54 s) as APIServerError when the answer is a 5xx, and "
-    "its watcher catches only connection errors, so the operator process exits 1 with a traceback "
-    "('Request attempt #9/9 failed; escalating: GET .../speculativeservings?watch=true ... APIServerError'); "
-    "also seen with the real kube-apiserver started ~52 s after it died ('the request has been made before all known HTTP paths "
-    "have been installed', 503). Fix in the operator's Kopf settings or watch handling; then remove this mark"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=FRONT_BUG)
 def test_the_operator_process_survives_503_answers_for_longer_than_kopfs_retries(behind_a_503_front: FrontOutcome) -> None:
     operator = behind_a_503_front.operator
     assert behind_a_503_front.refused > 0, "the front never answered 503: the outage did not happen"
@@ -293,6 +283,5 @@ def test_the_operator_process_survives_503_answers_for_longer_than_kopfs_retries
     assert not [line for line in operator.text().splitlines() if TROUBLE.search(line)]
 
 
-@pytest.mark.xfail(strict=True, reason=FRONT_BUG)
 def test_a_change_made_once_the_front_answers_again_is_reconciled(behind_a_503_front: FrontOutcome) -> None:
     assert behind_a_503_front.still_off == []

@@ -133,8 +133,11 @@ def test_live_deployment_loses_speculation_when_acceptance_drops_and_regains_it_
         assert status["speculation"] == "Off" and status["effectiveNumSpeculativeTokens"] == 0
         assert disabled["action"] == "disable_speculation" and disabled["enforced"] is True
         announced = eventually(lambda: with_reason(kube, ns, "SpeculationDisabled"), timeout=10)
-        quoted = re.search(r"acceptance (\d\.\d{3}) below 0\.50 for 2 consecutive evaluations", announced[0]["message"])
-        assert quoted and float(quoted.group(1)) < 0.5, announced[0]["message"]
+        # While the window's acceptance falls it may pass through the break-even band, where a P99 TPOT worse
+        # than the baseline's decides; either way the event quotes the numbers that decided.
+        below = re.search(r"acceptance (\d\.\d{3}) below 0\.50 for 2 consecutive evaluations", announced[0]["message"])
+        band = re.search(r"acceptance (\d\.\d{3}) in the break-even band \[0\.50, 0\.65\) and P99 TPOT [\d.]+ms is ([\d.]+)x the baseline's", announced[0]["message"])
+        assert (below and float(below.group(1)) < 0.5) or (band and float(band.group(1)) < 0.65 and float(band.group(2)) > 1.1), announced[0]["message"]
         assert announced[0]["type"] == "Warning" and announced[0]["message"] == disabled["reason"]
 
         put_traffic(loop.urls[render.ROLE_SPECULATIVE], acceptance=0.8)
