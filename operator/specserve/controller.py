@@ -56,6 +56,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     if "health_loop" not in memo:
         memo["health_loop"] = healthloop.HealthLoop(memo["poller"], memo)
     memo["health_loop"].cache = indexes.Cache.of(kwargs)
+    memo["follow_availability"] = lambda serving, spec: refresh_availability(
+        memo["kube"], serving, spec, decision_state(spec, serving.get("status") or {}), memo["health_loop"].cache
+    )
     if operator_settings.metrics_port and "metrics_server" not in memo:
         memo["metrics_server"], _ = TELEMETRY.serve(operator_settings.metrics_port)
 
@@ -281,9 +284,6 @@ async def owned_object_changed(type: str | None, body: kopf.Body, memo: kopf.Mem
     owner_name = labels.get(render.SERVING_LABEL)
     if not owner_name:
         return
-    namespace = body["metadata"]["namespace"]
-    if (namespace, owner_name) in memo.get("acting", set()):
-        return  # the health loop is applying a decision it has just recorded; its apply is not drift to revert
     try:
         await _keep_as_rendered(type, dict(body), memo, logger, indexes.Cache.of(kwargs))
     except API_UNREACHABLE as error:
@@ -297,7 +297,10 @@ async def _keep_as_rendered(type: str | None, body: dict[str, Any], memo: kopf.M
     meta = body["metadata"]
     serving = cache.serving(meta["namespace"], meta["labels"][render.SERVING_LABEL])
     wanted = _wanted(serving, body, memo)
-    if wanted is not None and (type == "DELETED" or not is_subset(wanted[3], body)):
+    # While the health loop applies a decision it has just recorded, the difference is its apply under way,
+    # not drift to revert; availability is still followed.
+    acting = (meta["namespace"], meta["labels"][render.SERVING_LABEL]) in memo.get("acting", set())
+    if wanted is not None and not acting and (type == "DELETED" or not is_subset(wanted[3], body)):
         # The watches may be behind (a stale event, a decision just recorded): judge with the serving and the
         # object as the API server holds them now. Only this rare path reads from the API server.
         serving = await client.get(kube.SERVINGS, meta["namespace"], meta["labels"][render.SERVING_LABEL])

@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 import pydantic
 
-from specserve import api, applying, health, indexes, kube, metrics, planner, render, servings
+from specserve import api, applying, availability, health, indexes, kube, metrics, planner, render, servings
 from specserve.conditions import merge_conditions
 from specserve.telemetry import TELEMETRY
 
@@ -84,6 +84,7 @@ class HealthLoop:
         status = snapshot.get("status") or {}
         now = time.time()
         try:
+            await self._follow_availability(snapshot, spec)
             if key in self.memo.get("unapplied", {}):
                 await apply_decision(snapshot, spec, servings.decision_state(spec, status), self.memo, "an earlier decision was recorded")
             if health.due(status, spec, now, self.evaluated.get(key)):
@@ -94,6 +95,15 @@ class HealthLoop:
             LOG.warning("health %s/%s: the API server did not take the decision (%s); judging again at the next poll", *key, applying.short_error(error))
         except Exception:  # noqa: BLE001 - one serving's surprise must not stop the loop for all the others
             LOG.exception("health %s/%s: evaluation failed; judging again at the next poll", *key)
+
+    async def _follow_availability(self, snapshot: dict[str, Any], spec: api.SpeculativeServingSpec) -> None:
+        """A safety net under the Deployment event handler: if an availability change was lost (its status
+        write kept conflicting, say), the phase the watched Deployments give is written at the next poll."""
+        meta = snapshot["metadata"]
+        assert self.cache is not None
+        phase = availability.assess(self.cache.deployments_of(meta["namespace"], meta["name"], meta.get("uid"))).phase
+        if (snapshot.get("status") or {}).get("phase") not in (phase, "Invalid") and "follow_availability" in self.memo:
+            await self.memo["follow_availability"](snapshot, spec)
 
     def _subscribe(self, key: indexes.ServingKey) -> None:
         snapshot = self.cache.serving(*key) if self.cache is not None else None
@@ -143,14 +153,15 @@ async def act_on_health(body: dict[str, Any], spec: api.SpeculativeServingSpec, 
     def build(latest: dict[str, Any]) -> dict[str, Any]:
         return {**outcome.status, "conditions": merge_conditions(latest.get("conditions") or [], outcome.status["conditions"])}
 
-    with acting(memo, (meta["namespace"], meta["name"])):
+    applies = outcome.render_state is not None
+    with acting(memo, (meta["namespace"], meta["name"])) if applies else contextlib.nullcontext():
         await client.update_serving_status(meta["namespace"], meta["name"], build, known=body)
         if outcome.event is not None:
             type_, reason, message = outcome.event
             kopf.event(body, type=type_, reason=reason, message=message[:1024])
         if outcome.decision.action != "keep":
             logger.info("health %s/%s: %s (%s)", meta["namespace"], meta["name"], outcome.decision.action, outcome.decision.reason)
-        if outcome.render_state is not None:
+        if applies and outcome.render_state is not None:
             await apply_decision(body, spec, outcome.render_state, memo, f"decision {outcome.decision.action} recorded")
 
 
