@@ -74,6 +74,11 @@ class Ledger:
         serving, name = self._keys(obj)
         return self.applied.get(serving, {}).get(name) == fingerprint(obj)
 
+    def knows(self, obj: dict[str, Any]) -> bool:
+        """Whether this process applied some version of the object (not necessarily this one)."""
+        serving, name = self._keys(obj)
+        return name in self.applied.get(serving, {})
+
     def record(self, obj: dict[str, Any]) -> None:
         serving, name = self._keys(obj)
         self.applied.setdefault(serving, {})[name] = fingerprint(obj)
@@ -128,11 +133,13 @@ class Applied:
 
 async def apply_all(client: Applier, objects: list[dict[str, Any]], ledger: Ledger, live: Callable[[dict[str, Any]], bool] = lambda _: False) -> Applied:
     """Server-side apply each object not already as rendered, in order; stops at the first failure with
-    ApplyFailed. An object is as rendered when this process applied it unchanged (the ledger) or when the live
-    object, as the watches last saw it, carries the same rendered hash (`live`)."""
+    ApplyFailed. An object is as rendered when this process applied it unchanged (the ledger) or, for an object
+    this process has not applied yet (after a start), when the watched live copy carries the same rendered hash
+    (`live`). Once this process has applied another version, the watch may still show an older copy, so only
+    the ledger is trusted."""
     done = Applied([], [])
     for obj in objects:
-        if ledger.holds(obj) or live(obj):
+        if ledger.holds(obj) or (not ledger.knows(obj) and live(obj)):
             done.unchanged.append(describe(obj))
             continue
         try:

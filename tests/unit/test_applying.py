@@ -139,3 +139,17 @@ def test_retry_delays_double_from_the_first_up_to_the_longest() -> None:
 def test_retry_delays_are_spread_by_the_jitter() -> None:
     delays = {applying.retry_delay(3, first=10, longest=600, jitter=0.1) for _ in range(50)}
     assert all(72 <= d <= 88 for d in delays) and len(delays) > 1
+
+
+async def test_a_watched_copy_with_the_same_hash_is_not_applied_after_a_start() -> None:
+    server = Server()
+    done = await applying.apply_all(server, [DEPLOYMENT], applying.Ledger(), live=lambda o: True)
+    assert server.applied == [] and done.unchanged == ["Deployment/llama"]
+
+
+async def test_a_watched_copy_is_not_trusted_once_another_version_was_applied() -> None:
+    server, ledger = Server(), applying.Ledger()
+    changed = obj("Deployment", "llama", spec={"replicas": 2})
+    await applying.apply_all(server, [changed], ledger)
+    await applying.apply_all(server, [DEPLOYMENT], ledger, live=lambda o: True)  # the watch still shows the first version
+    assert server.applied == ["Deployment/llama", "Deployment/llama"]
