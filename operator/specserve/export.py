@@ -14,9 +14,13 @@ from typing import Any
 
 from specserve import metrics, render, replay
 
-# Observation fields filled from the speculative role's series; baseline_p99_tpot comes from p99_tpot's baseline series.
+# Observation fields filled from the speculative role's series of the poller's query of the same name.
 EXPORTED = ("acceptance_rate", "draft_tokens", "p50_tpot", "p99_tpot", "p99_ttft", "request_rate")
-LINE_KEYS = replay.KEYS  # what a replay line may hold, in its order
+BASELINE = {"p50_tpot": "baseline_p50_tpot", "p99_tpot": "baseline_p99_tpot", "p99_ttft": "baseline_p99_ttft"}  # query -> key, baseline role
+BATCH_SIZE = {render.ROLE_SPECULATIVE: "batch_size", render.ROLE_BASELINE: "baseline_batch_size"}  # role -> key, the running query's mean per replica
+QUERIED = (*EXPORTED, "per_position_acceptance", "running")  # the poller's queries export runs
+# What a replay line may hold, in its order; k (in effect during the window) is not in Prometheus, and a line without it means "not known".
+LINE_KEYS = tuple(key for key in replay.KEYS if key != "k")
 MAX_POINTS = 10_000  # per range query; Prometheus refuses more than 11,000 points per series
 DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w)")
 UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -66,10 +70,16 @@ def export(query_range: metrics.QueryRange, serving: Serving, span: TimeRange, l
     """One replay line per step of `span` (null where Prometheus had no data); a failing query is a MetricsError."""
     lines = [_blank(t) for t in span.times()]
     promql = metrics.queries(serving.window_seconds, labels)
-    for field in EXPORTED:
+    positions: list[dict[int, float]] = [{} for _ in lines]  # per line: acceptance per draft position
+    for field in QUERIED:
         for chunk in span.chunks():
             for series in _run(query_range, promql[field], chunk):
-                _fill(lines, span, serving, field, series, labels)
+                if field == "per_position_acceptance":
+                    _fill_positions(positions, span, serving, series, labels)
+                else:
+                    _fill(lines, span, serving, field, series, labels)
+    for line, found in zip(lines, positions):
+        line["per_position_acceptance"] = _in_order(found)
     return lines
 
 
@@ -98,18 +108,53 @@ def _problem(error: Exception) -> str:
     return f"{type(error).__name__}: {said.group(1) if said else text}"
 
 
-def _fill(lines: list[dict[str, Any]], span: TimeRange, serving: Serving, field: str, series: dict[str, Any], labels: metrics.Labels) -> None:
+def _ours(series: dict[str, Any], serving: Serving, labels: metrics.Labels) -> bool:
     metric = series.get("metric", {})
-    if (metric.get(labels.namespace), metric.get(labels.serving)) != (serving.namespace, serving.name):
-        return
-    role = metric.get(labels.role)
-    key = field if role == render.ROLE_SPECULATIVE else "baseline_p99_tpot" if role == render.ROLE_BASELINE and field == "p99_tpot" else None
-    if key is None:
-        return
+    return (metric.get(labels.namespace), metric.get(labels.serving)) == (serving.namespace, serving.name)
+
+
+def _points(series: dict[str, Any], span: TimeRange, count: int) -> Iterator[tuple[int, float | None]]:
+    """(line index, value) of each sample of a range answer on the span's grid."""
     for timestamp, text in series.get("values", []):
         index = round((float(timestamp) - span.start) / span.step)
-        if 0 <= index < len(lines):
-            lines[index][key] = metrics.number(text)
+        if 0 <= index < count:
+            yield index, metrics.number(text)
+
+
+def _key(field: str, metric: dict[str, str], labels: metrics.Labels) -> str | None:
+    """The line key a series of one of the poller's queries fills, None when it fills none."""
+    role = metric.get(labels.role)
+    if field == "running":  # the mean per replica is the batch size; the sum is no line key
+        return BATCH_SIZE.get(role) if metric.get("stat") == "mean" else None
+    if role == render.ROLE_SPECULATIVE:
+        return field
+    return BASELINE.get(field) if role == render.ROLE_BASELINE else None
+
+
+def _fill(lines: list[dict[str, Any]], span: TimeRange, serving: Serving, field: str, series: dict[str, Any], labels: metrics.Labels) -> None:
+    key = _key(field, series.get("metric", {}), labels) if _ours(series, serving, labels) else None
+    if key is None:
+        return
+    for index, value in _points(series, span, len(lines)):
+        lines[index][key] = value
+
+
+def _fill_positions(positions: list[dict[int, float]], span: TimeRange, serving: Serving, series: dict[str, Any], labels: metrics.Labels) -> None:
+    metric = series.get("metric", {})
+    if not _ours(series, serving, labels) or metric.get(labels.role) != render.ROLE_SPECULATIVE or not str(metric.get("position", "")).isdigit():
+        return
+    for index, value in _points(series, span, len(positions)):
+        if value is not None:
+            positions[index][int(metric["position"])] = value
+
+
+def _in_order(found: dict[int, float]) -> list[float] | None:
+    """Acceptance per position as replay reads it: positions 0, 1, ... up to the first without data; null when
+    position 0 has none. A ratio of two rates can round a hair above 1: it is written as 1."""
+    rates: list[float] = []
+    while len(rates) in found and len(rates) < replay.MAX_POSITIONS:
+        rates.append(min(1.0, max(0.0, found[len(rates)])))
+    return rates or None
 
 
 # ---------------------------------------------------------------- command-line values

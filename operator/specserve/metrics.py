@@ -56,7 +56,8 @@ class RoleMetrics:
     p50_ttft: float | None = None
     p99_ttft: float | None = None
     request_rate: float | None = None
-    running: float | None = None
+    running: float | None = None  # running requests summed over the role's replicas, mean over the window
+    running_per_replica: float | None = None  # the batch size: running requests per replica, mean over the window
     waiting: float | None = None
     kv_cache_usage: float | None = None
 
@@ -81,10 +82,26 @@ def queries(window_seconds: int, labels: Labels = Labels()) -> dict[str, str]:
         "p50_ttft": quantile(0.5, vllm.TTFT_HISTOGRAM),
         "p99_ttft": quantile(0.99, vllm.TTFT_HISTOGRAM),
         "request_rate": rate(vllm.REQUEST_SUCCESS),
-        "running": f"sum by ({by}) ({vllm.REQUESTS_RUNNING})",
+        "running": running(vllm.REQUESTS_RUNNING, by, w),
         "waiting": f"sum by ({by}) ({vllm.REQUESTS_WAITING})",
         "kv_cache_usage": f"avg by ({by}) ({vllm.KV_CACHE_USAGE})",
     }
+
+
+RUNNING_STATS = {"sum": "running", "mean": "running_per_replica"}  # the `stat` label of the running query -> field
+
+
+def running(metric: str, by: str, w: str) -> str:
+    """One query, two results per role told apart by a `stat` label: the total running requests and the mean per
+    replica, each a mean over the window. Each vLLM pod is one engine and one replica, so the mean over its
+    series is the mean over replicas (data parallelism inside a pod, one series per engine, is out of scope).
+    label_replace with an empty source label and regex adds the label; the two sides of `or` then never share a
+    label set, so it keeps both."""
+    each = f"avg_over_time({metric}[{w}])"
+    return (
+        f'label_replace(sum by ({by}) ({each}), "stat", "sum", "", "")'
+        f' or label_replace(avg by ({by}) ({each}), "stat", "mean", "", "")'
+    )
 
 
 # The chart's PrometheusRule records the costly expressions over [5m] by namespace, serving and role. When
@@ -192,6 +209,10 @@ def _fill(table: dict[RoleKey, RoleMetrics], name: str, samples: list[dict[str, 
         if name == "per_position_acceptance":
             if value is not None and "position" in metric:
                 role.per_position_acceptance[int(metric["position"])] = value
+        elif name == "running":
+            stat = RUNNING_STATS.get(metric.get("stat", "sum"))
+            if stat is not None:
+                setattr(role, stat, value)
         else:
             setattr(role, name, value)
 

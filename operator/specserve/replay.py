@@ -13,8 +13,12 @@ from typing import Any
 
 from specserve import api, policy
 
-FIELDS = ("acceptance_rate", "draft_tokens", "p50_tpot", "p99_tpot", "baseline_p99_tpot", "p99_ttft", "request_rate")
-KEYS = ("t", *FIELDS, "variant")  # every key a line may have; `specserve export` writes exactly these
+FIELDS = ("acceptance_rate", "draft_tokens", "p50_tpot", "p99_tpot", "baseline_p99_tpot", "p99_ttft", "request_rate")  # numbers or null
+BATCH_SIZES = ("batch_size", "baseline_batch_size")  # running requests per replica: numbers >= 0 or null
+BASELINE = ("baseline_p50_tpot", "baseline_p99_ttft")  # numbers or null
+MAX_POSITIONS = 32  # per_position_acceptance holds at most this many draft positions
+# Every key a line may have, in the order `specserve export` writes them (all but k, which Prometheus cannot know).
+KEYS = ("t", *FIELDS, "variant", "per_position_acceptance", "k", *BATCH_SIZES, *BASELINE)
 
 
 class ReplayError(ValueError):
@@ -34,9 +38,22 @@ def replay(spec: api.SpeculativeServingSpec, lines: Iterable[str], fitting: froz
         if previous is not None and t <= previous[1]:
             raise ReplayError(f"line {number}: t {t:g} is not after line {previous[0]}'s t {previous[1]:g}: observations must be in increasing time order")
         previous = (number, t)
-        decision = policy.decide(state, observation, spec.health_policy, t, ladder)
+        setup = policy.setup_for(spec, next((v.model for v in spec.target.variants if v.name == state.variant), None))
+        decision = policy.decide(state, observation, spec.health_policy, t, ladder, setup)
         state = decision.state
-        yield {"t": t, "action": decision.action, "reason": decision.reason, "speculation": state.speculation, "variant": state.variant}
+        yield {
+            "t": t, "action": decision.action, "reason": decision.reason, "speculation": state.speculation, "variant": state.variant,
+            "schedule": [list(r) for r in setup.ranges(state)] if state.schedule else None, "k": _k_in_force(state, setup, observation),
+        }
+
+
+def _k_in_force(state: policy.State, setup: policy.Setup, observation: policy.Observation) -> int:
+    """k after the decision at the line's batch size (the largest k of the schedule when the line has none)."""
+    if not state.speculation:
+        return 0
+    if observation.batch_size is not None:
+        return setup.k_at(state, observation.batch_size)
+    return max(k for _, _, k in setup.ranges(state))
 
 
 def parse_line(line: str, number: int) -> tuple[float, policy.Observation]:
@@ -48,7 +65,8 @@ def parse_line(line: str, number: int) -> tuple[float, policy.Observation]:
     if not isinstance(record, dict) or not _is_number(record.get("t")):
         raise ReplayError(f"line {number}: an object with a numeric 't' is required")
     _check_keys(record, number)
-    values = {name: _value(record, name, number) for name in FIELDS}
+    values = {name: _value(record, name, number) for name in (*FIELDS, *BASELINE)}
+    values.update({name: _size(record, name, number) for name in BATCH_SIZES})
     if values["acceptance_rate"] is not None and values["draft_tokens"] is None:
         raise ReplayError(
             f"line {number}: acceptance_rate {values['acceptance_rate']:g} without draft_tokens: the policy weighs acceptance only "
@@ -57,7 +75,8 @@ def parse_line(line: str, number: int) -> tuple[float, policy.Observation]:
     variant = record.get("variant")
     if variant is not None and not isinstance(variant, str):
         raise ReplayError(f"line {number}: variant must be a string or null")
-    return float(record["t"]), policy.Observation(variant=variant, **values)
+    positions, k = _positions(record, number), _k(record, number)
+    return float(record["t"]), policy.Observation(variant=variant, per_position_acceptance=positions, k=k, **values)
 
 
 def _check_keys(record: dict[str, Any], number: int) -> None:
@@ -76,6 +95,41 @@ def _value(record: dict[str, Any], name: str, number: int) -> float | None:
     if value is not None and not _is_number(value):
         raise ReplayError(f"line {number}: {name} must be a number or null, got {value!r}")
     return None if value is None else float(value)
+
+
+def _size(record: dict[str, Any], name: str, number: int) -> float | None:
+    """A batch size (running requests per replica): a number >= 0; null, NaN or absent is no data."""
+    value = record.get(name)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if not _is_number(value) or value < 0:
+        raise ReplayError(f"line {number}: {name} must be a number >= 0 or null, got {value!r}")
+    return float(value)
+
+
+def _positions(record: dict[str, Any], number: int) -> tuple[float, ...]:
+    """Acceptance per draft position, position 0 first; null or absent is ()."""
+    value = record.get("per_position_acceptance")
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ReplayError(f"line {number}: per_position_acceptance must be a list of numbers in [0, 1] (position 0 first) or null, got {value!r}")
+    if len(value) > MAX_POSITIONS:
+        raise ReplayError(f"line {number}: per_position_acceptance has {len(value)} positions, more than the {MAX_POSITIONS} allowed")
+    for position, rate in enumerate(value):
+        if not _is_number(rate) or not 0 <= rate <= 1:
+            raise ReplayError(f"line {number}: per_position_acceptance[{position}] must be a number in [0, 1], got {rate!r}")
+    return tuple(float(rate) for rate in value)
+
+
+def _k(record: dict[str, Any], number: int) -> int | None:
+    """The k in effect during the window; null or absent: not known."""
+    value = record.get("k")
+    if value is None:
+        return None
+    if not _is_number(value) or value < 0 or value != int(value):
+        raise ReplayError(f"line {number}: k must be a whole number >= 0 or null, got {value!r}")
+    return int(value)
 
 
 def _is_number(value: Any) -> bool:

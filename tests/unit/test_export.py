@@ -5,13 +5,14 @@ The real range queries against the prometheus binary are in tests/integration/te
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from specserve import cli, export, metrics, render
+from specserve import cli, export, metrics, render, replay
 from tests.helpers import serving
 
 NOW = 1_767_258_000.7
@@ -84,8 +85,71 @@ def test_lines_take_the_servings_own_series_and_the_baselines_p99() -> None:
     assert [(x["t"], x["acceptance_rate"], x["p99_tpot"], x["baseline_p99_tpot"]) for x in lines] == [
         (30, None, None, None), (60, 0.7, 0.03, None), (90, None, None, 0.025)
     ]
-    assert {promql for promql, *_ in prometheus.asked} == {queries[field] for field in export.EXPORTED}
+    assert {promql for promql, *_ in prometheus.asked} == {queries[field] for field in export.QUERIED}
     assert export.has_data(lines) and not export.has_data(lines[:1])
+
+
+def position(name: str, at: int, values: list[tuple[int, str]], role: str = render.ROLE_SPECULATIVE) -> dict[str, Any]:
+    series = matrix(role, name, values)
+    series["metric"]["position"] = str(at)
+    return series
+
+
+def running(role: str, stat: str, values: list[tuple[int, str]], name: str = "mine") -> dict[str, Any]:
+    series = matrix(role, name, values)
+    series["metric"]["stat"] = stat
+    return series
+
+
+def exported(answers: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    queries = metrics.queries(300)
+    prometheus = RecordedPrometheus({queries[field]: series for field, series in answers.items()})
+    return export.export(prometheus, export.Serving("shop", "mine", 300), export.TimeRange(30, 90, 30))
+
+
+def test_per_position_acceptance_is_a_list_in_position_order_from_the_speculative_role() -> None:
+    lines = exported({"per_position_acceptance": [
+        position("mine", 1, [(30, "0.6"), (60, "0.55")]), position("mine", 0, [(30, "0.85"), (60, "0.8")]),
+        position("mine", 0, [(30, "0.1")], role=render.ROLE_BASELINE), position("other", 2, [(30, "0.4")]),
+    ]})
+    assert [x["per_position_acceptance"] for x in lines] == [[0.85, 0.6], [0.8, 0.55], None]
+
+
+def test_per_position_acceptance_without_data_at_position_0_is_null() -> None:
+    lines = exported({"per_position_acceptance": [position("mine", 0, [(30, "NaN")]), position("mine", 1, [(30, "NaN")])]})
+    assert lines[0]["per_position_acceptance"] is None and not export.has_data(lines)
+
+
+def test_batch_sizes_are_each_roles_running_requests_per_replica_not_the_total() -> None:
+    lines = exported({"running": [
+        running(render.ROLE_SPECULATIVE, "sum", [(30, "96")]), running(render.ROLE_SPECULATIVE, "mean", [(30, "48")]),
+        running(render.ROLE_BASELINE, "sum", [(60, "40")]), running(render.ROLE_BASELINE, "mean", [(60, "20")]),
+    ]})
+    assert [(x["batch_size"], x["baseline_batch_size"]) for x in lines] == [(48, None), (None, 20), (None, None)]
+
+
+def test_the_baselines_p50_tpot_and_p99_ttft_come_from_its_own_series() -> None:
+    lines = exported({
+        "p50_tpot": [matrix(render.ROLE_SPECULATIVE, "mine", [(30, "0.02")]), matrix(render.ROLE_BASELINE, "mine", [(30, "0.015")])],
+        "p99_ttft": [matrix(render.ROLE_SPECULATIVE, "mine", [(30, "0.4")]), matrix(render.ROLE_BASELINE, "mine", [(30, "0.3")])],
+    })
+    assert (lines[0]["p50_tpot"], lines[0]["baseline_p50_tpot"], lines[0]["p99_ttft"], lines[0]["baseline_p99_ttft"]) == (0.02, 0.015, 0.4, 0.3)
+
+
+def test_lines_leave_out_k_which_prometheus_cannot_know() -> None:
+    lines = exported({})
+    assert all(tuple(x) == export.LINE_KEYS for x in lines) and "k" not in export.LINE_KEYS
+    assert set(export.LINE_KEYS) == set(replay.KEYS) - {"k"}
+
+
+def test_exported_lines_are_lines_replay_reads() -> None:
+    lines = exported({
+        "acceptance_rate": [matrix(render.ROLE_SPECULATIVE, "mine", [(30, "0.7")])], "draft_tokens": [matrix(render.ROLE_SPECULATIVE, "mine", [(30, "9000")])],
+        "per_position_acceptance": [position("mine", 0, [(30, "0.8")]), position("mine", 1, [(30, "0.6")])],
+        "running": [running(render.ROLE_SPECULATIVE, "mean", [(30, "8")]), running(render.ROLE_BASELINE, "mean", [(30, "7.5")])],
+    })
+    _, observation = replay.parse_line(json.dumps(lines[0]), 1)
+    assert (observation.per_position_acceptance, observation.k, observation.batch_size, observation.baseline_batch_size) == ((0.8, 0.6), None, 8, 7.5)
 
 
 def serving_file(tmp_path: Path) -> Path:

@@ -61,3 +61,34 @@ def test_any_failure_is_a_metrics_error():
 
     with pytest.raises(metrics.MetricsError, match="ConnectionError: refused"):
         metrics.poll(broken, {60})
+
+
+# ---------------------------------------------------------------- running requests and the batch size
+
+
+def test_running_is_one_query_for_the_total_and_the_per_replica_mean_over_the_window():
+    q = metrics.queries(120)["running"]
+    assert q == (
+        'label_replace(sum by (namespace, serving, role) (avg_over_time(vllm:num_requests_running[120s])), "stat", "sum", "", "")'
+        ' or label_replace(avg by (namespace, serving, role) (avg_over_time(vllm:num_requests_running[120s])), "stat", "mean", "", "")'
+    )
+
+
+def test_the_running_querys_sum_fills_running_and_its_mean_the_batch_size_per_replica():
+    by_query = {q: [] for q in metrics.queries(60).values()}
+    by_query[metrics.queries(60)["running"]] = [sample(96, stat="sum"), sample(48, stat="mean"), sample(20, role="baseline", stat="sum"), sample(20, role="baseline", stat="mean")]
+    result = metrics.poll(lambda q: by_query[q], {60})
+    speculative, baseline = result.role(60, "llm", "a", "speculative"), result.role(60, "llm", "a", "baseline")
+    assert (speculative.running, speculative.running_per_replica) == (96, 48)
+    assert (baseline.running, baseline.running_per_replica) == (20, 20)
+
+
+def test_no_running_series_leaves_the_batch_size_unknown():
+    result = metrics.poll(lambda q: [sample(0.7)] if q == metrics.queries(60)["acceptance_rate"] else [], {60})
+    assert result.role(60, "llm", "a", "speculative").running_per_replica is None
+
+
+def test_the_batch_size_adds_no_query():
+    seen = []
+    metrics.poll(lambda q: seen.append(q) or [], {60})
+    assert len(seen) == 12 and sum("num_requests_running" in q for q in seen) == 1

@@ -24,7 +24,7 @@ def line(t, acceptance, drafts=20_000, **extra):
 
 def test_every_line_yields_one_decision_with_the_required_keys():
     out = list(replay.replay(SPEC, [line(0, 0.8), line(30, None, None)]))
-    assert [set(d) for d in out] == [{"t", "action", "reason", "speculation", "variant"}] * 2
+    assert [set(d) for d in out] == [{"t", "action", "reason", "speculation", "variant", "schedule", "k"}] * 2
     assert [d["action"] for d in out] == ["keep", "hold"]
 
 
@@ -121,6 +121,124 @@ def test_cli_steps_only_to_variants_whose_memory_budget_fits(tmp_path, capsys):
     assert "but bf16 does not fit the GPU memory budget" in decisions[-1]["reason"]
 
 
+# ---------------------------------------------------------------- issue 11's keys: parsing
+
+
+def observed(**keys):
+    return replay.parse_line(json.dumps({"t": 0, **keys}), 1)[1]
+
+
+def test_the_keys_are_the_first_waves_and_the_goodput_fields_in_export_order():
+    assert replay.KEYS == (
+        "t", "acceptance_rate", "draft_tokens", "p50_tpot", "p99_tpot", "baseline_p99_tpot", "p99_ttft", "request_rate", "variant",
+        "per_position_acceptance", "k", "batch_size", "baseline_batch_size", "baseline_p50_tpot", "baseline_p99_ttft",
+    )
+
+
+def test_per_position_acceptance_is_read_in_position_order():
+    assert observed(per_position_acceptance=[0.85, 0.6, 0.1, 0.02]).per_position_acceptance == (0.85, 0.6, 0.1, 0.02)
+
+
+@pytest.mark.parametrize("keys", [{}, {"per_position_acceptance": None}, {"per_position_acceptance": []}])
+def test_per_position_acceptance_null_or_absent_is_none_known(keys):
+    assert observed(**keys).per_position_acceptance == ()
+
+
+def test_per_position_acceptance_takes_up_to_32_positions():
+    assert len(observed(per_position_acceptance=[0.5] * 32).per_position_acceptance) == 32
+
+
+def test_k_is_the_k_in_effect_during_the_window():
+    assert observed(k=4).k == 4 and observed(k=0).k == 0 and observed(k=3.0).k == 3
+
+
+@pytest.mark.parametrize("keys", [{}, {"k": None}])
+def test_k_null_or_absent_is_not_known(keys):
+    assert observed(**keys).k is None
+
+
+def test_batch_size_is_running_requests_per_speculative_replica():
+    assert observed(batch_size=48.5).batch_size == 48.5
+
+
+def test_baseline_batch_size_is_running_requests_per_baseline_replica():
+    assert observed(baseline_batch_size=0).baseline_batch_size == 0
+
+
+def test_baseline_p50_tpot_is_read():
+    assert observed(baseline_p50_tpot=0.015).baseline_p50_tpot == 0.015
+
+
+def test_baseline_p99_ttft_is_read():
+    assert observed(baseline_p99_ttft=0.3).baseline_p99_ttft == 0.3
+
+
+@pytest.mark.parametrize("key", ["batch_size", "baseline_batch_size", "baseline_p50_tpot", "baseline_p99_ttft"])
+def test_the_new_numbers_null_nan_or_absent_are_no_data(key):
+    assert getattr(observed(), key) is None and getattr(observed(**{key: None}), key) is None
+    assert getattr(replay.parse_line(f'{{"t": 0, "{key}": NaN}}', 1)[1], key) is None
+
+
+def test_unknown_key_near_a_new_key_suggests_it():
+    with pytest.raises(replay.ReplayError, match=r"^line 1: unknown key 'batchsize' \(did you mean 'batch_size'\?\); the keys are t, .*, baseline_p99_ttft$"):
+        observed(batchsize=8)
+
+
+# ---------------------------------------------------------------- issue 11's keys: refusals
+
+
+def refused(line_keys, number=3):
+    with pytest.raises(replay.ReplayError) as error:
+        replay.parse_line(json.dumps({"t": 0, **line_keys}), number)
+    return str(error.value)
+
+
+def test_k_with_a_fraction_is_refused():
+    assert refused({"k": 2.5}) == "line 3: k must be a whole number >= 0 or null, got 2.5"
+
+
+def test_negative_k_is_refused():
+    assert refused({"k": -1}) == "line 3: k must be a whole number >= 0 or null, got -1"
+
+
+@pytest.mark.parametrize("k", ["4", True])
+def test_k_that_is_no_number_is_refused(k):
+    assert refused({"k": k}) == f"line 3: k must be a whole number >= 0 or null, got {k!r}"
+
+
+def test_per_position_acceptance_that_is_no_list_is_refused():
+    assert refused({"per_position_acceptance": 0.8}).startswith("line 3: per_position_acceptance must be a list of numbers in [0, 1] (position 0 first) or null, got 0.8")
+
+
+@pytest.mark.parametrize("rate", [1.2, -0.1])
+def test_per_position_acceptance_outside_0_to_1_is_refused_naming_the_position(rate):
+    assert refused({"per_position_acceptance": [0.8, rate]}) == f"line 3: per_position_acceptance[1] must be a number in [0, 1], got {rate!r}"
+
+
+@pytest.mark.parametrize("rate", [None, "0.5", True])
+def test_per_position_acceptance_with_a_non_number_is_refused_naming_the_position(rate):
+    assert refused({"per_position_acceptance": [rate]}) == f"line 3: per_position_acceptance[0] must be a number in [0, 1], got {rate!r}"
+
+
+def test_per_position_acceptance_over_32_positions_is_refused():
+    assert refused({"per_position_acceptance": [0.5] * 33}) == "line 3: per_position_acceptance has 33 positions, more than the 32 allowed"
+
+
+@pytest.mark.parametrize("key", ["batch_size", "baseline_batch_size"])
+def test_a_negative_batch_size_is_refused(key):
+    assert refused({key: -2}) == f"line 3: {key} must be a number >= 0 or null, got -2"
+
+
+@pytest.mark.parametrize("key", ["batch_size", "baseline_batch_size"])
+def test_a_batch_size_that_is_no_number_is_refused(key):
+    assert refused({key: "many"}) == f"line 3: {key} must be a number >= 0 or null, got 'many'"
+
+
+@pytest.mark.parametrize("key", ["baseline_p50_tpot", "baseline_p99_ttft"])
+def test_a_baseline_latency_that_is_no_number_is_refused(key):
+    assert refused({key: "fast"}) == f"line 3: {key} must be a number or null, got 'fast'"
+
+
 # ---------------------------------------------------------------- the shipped example history
 
 EXAMPLE_SERVING = ROOT / "manifests" / "examples" / "llama-70b-draft-h100.yaml"
@@ -137,10 +255,14 @@ def test_example_history_replays_every_decision_the_policy_makes():
     assert decisions[-1]["speculation"] is True and actions[-1] == "keep"
 
 
-def test_example_history_has_exactly_the_keys_export_writes():
+def test_example_history_has_only_keys_export_writes_in_its_order_and_all_of_the_first_waves():
+    """The example predates issue 11's keys (per_position_acceptance, batch sizes, baseline P50 TPOT and P99 TTFT),
+    which a line may leave out."""
     from specserve import export
 
-    assert all(tuple(json.loads(x)) == export.LINE_KEYS for x in EXAMPLE_HISTORY.read_text().splitlines())
+    for x in EXAMPLE_HISTORY.read_text().splitlines():
+        keys = tuple(json.loads(x))
+        assert keys == tuple(k for k in export.LINE_KEYS if k in keys) and {"t", *replay.FIELDS, "variant"} <= set(keys)
 
 
 def readme_replay_section():
