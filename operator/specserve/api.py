@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Callable, ClassVar, Literal
+from typing import Annotated, Any, Callable, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
@@ -299,6 +299,8 @@ class HealthPolicy(Model):
     probation_seconds: int = Field(default=1800, ge=0, le=604800, description="Delay before speculation is turned back on and judged afresh.")
     max_probation_seconds: int = Field(default=14400, ge=0, le=604800, description="Cap of the probation delay, which doubles after every failed probation.")
     quantization_drop_threshold: float = Field(default=0.05, gt=0, le=1, description="Acceptance drop against the next higher-precision variant that triggers a step up.")
+    min_predicted_gain: float = Field(default=0.10, ge=0, le=10, description="A schedule of k by batch size is rewritten (restarting the pods) only when the goodput model predicts at least this gain over the configuration in force, unless the window measured a slowdown against the baseline.")
+    learned_half_life_seconds: int = Field(default=86400, ge=60, le=2592000, description="Age at which a speedup learned for a batch-size bucket counts half; it is forgotten below a twentieth.")
 
 
 class Baseline(Model):
@@ -367,6 +369,36 @@ class Observation(Model):
     requests_waiting: float | None = None
     kv_cache_usage: float | None = None
     per_position_acceptance: list[float] = Field(default_factory=list, max_length=32, description="Acceptance at draft position 0, 1, ...")
+    batch_size: float | None = Field(default=None, description="Running requests per speculative replica, mean over the window.")
+    baseline_batch_size: float | None = Field(default=None, description="Running requests per baseline replica, mean over the window.")
+    baseline_p50_tpot_seconds: float | None = None
+    baseline_p99_ttft_seconds: float | None = None
+
+
+Schedule = list[Annotated[list[int], Field(min_length=3, max_length=3)]]
+
+
+class BucketVerdict(Model):
+    """What was measured against the baseline in one batch-size bucket (decayed with age, see learnedHalfLifeSeconds)."""
+
+    lo: int = Field(ge=1, description="First batch size of the bucket.")
+    hi: int | None = Field(default=None, description="Last batch size of the bucket; unset: every larger one.")
+    k: int = Field(ge=0, description="k in force when measured.")
+    speedup: float = Field(description="Baseline P50 TPOT over the speculative one (the tail allowance when lower).")
+    correction: float = Field(description="Measured speedup over the GPU prior's at the same batch size, k and acceptance.")
+    time: str = Field(description="Newest measurement.")
+    windows: float = Field(description="Measured windows, each decayed by its age.")
+
+
+class Recommendation(Model):
+    """What the goodput model recommends now, applied or not (Observe mode shows it without applying it)."""
+
+    schedule: Schedule = Field(max_length=16, description="k by batch size, vLLM's num_speculative_tokens_per_batch_size.")
+    summary: str = Field(description="The schedule in short, e.g. k4<=31,0.")
+    predicted_gain: float = Field(description="Predicted weighted speedup over the configuration in force, minus 1.")
+    evidence: Literal["measured", "learned", "prior"]
+    estimated_speedup: float | None = Field(default=None, description="Speedup at the present batch size with the k in force.")
+    time: str | None = None
 
 
 class HealthStatus(Model):
@@ -380,14 +412,16 @@ class HealthStatus(Model):
     on_probation: bool = False
     references: dict[str, float] = Field(default_factory=dict, description="Acceptance measured per variant (moving average).")
     spec_active_variant: str | None = Field(default=None, description="spec.target.activeVariant when the health loop last chose the variant.")
+    buckets: list[BucketVerdict] = Field(default_factory=list, max_length=16, description="Speedup learned per batch-size bucket against the baseline.")
 
 
 class DecisionRecord(Model):
     time: str
-    action: Literal["hold", "keep", "disable_speculation", "switch_variant", "enable_speculation"]
+    action: Literal["hold", "keep", "disable_speculation", "switch_variant", "enable_speculation", "set_schedule"]
     reason: str
     speculation: bool
     variant: str | None = None
+    schedule: Schedule | None = Field(default=None, max_length=16)
     enforced: bool = True
 
 
@@ -398,6 +432,9 @@ class SpeculativeServingStatus(Model):
     speculation: Literal["On", "Off"] | None = Field(default=None, description="Effective speculation state.")
     active_variant: str | None = None
     effective_num_speculative_tokens: int | None = None
+    schedule: Schedule | None = Field(default=None, max_length=16, description="k by batch size decided by the health policy; unset: the spec's k.")
+    schedule_summary: str | None = Field(default=None, description="The speculation in force in short: k4 (k 4 at every batch size), k4<=31,0 (4 up to 31, 0 above) or off.")
+    recommendation: Recommendation | None = None
     observation: Observation | None = None
     decisions: list[DecisionRecord] = Field(default_factory=list, max_length=20, description="Most recent decisions, newest last.")
     health: HealthStatus | None = None

@@ -443,7 +443,8 @@ def serving_status(
         "conditions": merge_conditions(status.get("conditions") or [], now_conditions),
         "speculation": "On" if state.speculation else "Off",
         "activeVariant": render.resolve_target(spec, state).variant,
-        "effectiveNumSpeculativeTokens": (state.num_speculative_tokens or spec.speculation.num_speculative_tokens) if state.speculation else 0,
+        "effectiveNumSpeculativeTokens": max(k for _, _, k in render.ranges(spec, state)) if state.speculation else 0,
+        "scheduleSummary": render.schedule_summary(spec, state),
         "health": {"specActiveVariant": health.intended_variant(spec)},  # merged into status.health
     }
 

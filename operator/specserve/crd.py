@@ -16,6 +16,7 @@ PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Speculation", "type": "string", "jsonPath": ".status.speculation"},
     {"name": "Variant", "type": "string", "jsonPath": ".status.activeVariant"},
+    {"name": "Schedule", "type": "string", "jsonPath": ".status.scheduleSummary", "description": "k by batch size in force, e.g. k4<=31,0"},
     {"name": "Acceptance", "type": "number", "format": "float", "jsonPath": ".status.observation.acceptanceRate"},
     {"name": "P99-TPOT", "type": "number", "format": "float", "jsonPath": ".status.observation.p99TpotSeconds", "description": "P99 time per output token, seconds"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

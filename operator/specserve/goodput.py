@@ -441,6 +441,22 @@ def speedup(batch_size: float, k: int, per_position: Sequence[float], proposer: 
     return Estimate(float(batch_size), k, length / cost.total, "prior", length, cost, basis, notes + cost.notes)
 
 
+def break_even_acceptance(batch_size: float, k: int, proposer: Proposer) -> float:
+    """The acceptance rate (vLLM's accepted over drafted at k) at which the prior predicts no gain, S(b, k) = 1."""
+    def gain(rate: float) -> float:
+        return speedup(batch_size, k, per_position_for_acceptance_rate(rate, k), proposer).speedup - 1.0
+
+    if k <= 0 or gain(1.0) <= 0:
+        return 1.0
+    if gain(0.0) >= 0:
+        return 0.0
+    low, high = 0.0, 1.0
+    for _ in range(30):
+        mid = (low + high) / 2
+        low, high = (mid, high) if gain(mid) < 0 else (low, mid)
+    return (low + high) / 2
+
+
 Estimator = Callable[[float, int], Estimate]
 
 
@@ -545,7 +561,7 @@ def build_schedule(
 
     Buckets above disable_above_batch_size get k = 0. Ranges are merged greedily where merging loses the least
     predicted speedup (summed over buckets, weighted by `weights` keyed by bucket start, default 1 each); a merged
-    range takes the k with the highest weighted speedup over its buckets.
+    range takes the k with the highest weighted speedup over its buckets among those no bucket predicts slower than k = 0.
     """
     if max_k < 0 or max_ranges < 1:
         raise ValueError("max_k must be >= 0 and max_ranges >= 1")
@@ -566,7 +582,9 @@ def build_schedule(
     def merged_k(indices: list[int]) -> tuple[int, float]:
         """The k a merged range takes and the weighted speedup it keeps."""
         cap = min(allowed[i] for i in indices)
-        options = [(sum(weight[i] * estimates[i][k].speedup for i in indices), -k) for k in range(0, cap + 1)]
+        # a k predicted slower than none in any of the buckets is no option: merging never buys a slowdown
+        fitting = [k for k in range(0, cap + 1) if k == 0 or all(estimates[i][k].speedup >= 1.0 for i in indices)]
+        options = [(sum(weight[i] * estimates[i][k].speedup for i in indices), -k) for k in fitting]
         kept, negative_k = max(options)
         return -negative_k, kept
 

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
-from specserve import api, metrics, policy, render
+from specserve import api, evidence, metrics, policy, render
 from specserve.conditions import condition
 from specserve.telemetry import TELEMETRY
 
@@ -22,6 +22,7 @@ EVENT_REASONS = {
     "disable_speculation": ("Warning", "SpeculationDisabled"),
     "enable_speculation": ("Normal", "SpeculationReenabled"),
     "switch_variant": ("Normal", "VariantSwitched"),
+    "set_schedule": ("Normal", "ScheduleChanged"),
 }
 PollResult = metrics.Poll | metrics.MetricsError
 PROBE_EVERY = 20  # poll cycles between asking Prometheus whether the recording rules are there
@@ -95,7 +96,7 @@ def due(status: dict[str, Any], spec: api.SpeculativeServingSpec, now: float, ev
 
 STATUS_REFRESH_SECONDS = 300.0
 # How far an observed number moves before status is rewritten for it: (absolute, relative).
-MOVES = {"acceptanceRate": (0.02, 0.0), "meanAcceptedLength": (0.1, 0.0), "kvCacheUsage": (0.05, 0.0), "perPositionAcceptance": (0.05, 0.0)}
+MOVES = {"speedup": (0.0, 0.05), "acceptanceRate": (0.02, 0.0), "meanAcceptedLength": (0.1, 0.0), "kvCacheUsage": (0.05, 0.0), "perPositionAcceptance": (0.05, 0.0)}
 DEFAULT_MOVE = (0.0, 0.1)
 
 
@@ -109,12 +110,25 @@ def worth_writing(status: dict[str, Any], outcome: Outcome, now: float, spec: ap
     if any(verdicts.get(c["type"]) != (c["status"], c["reason"]) for c in outcome.status["conditions"]):
         return True
     old, new = status.get("health") or {}, outcome.status["health"]
-    if any(old.get(k) != v for k, v in new.items() if k not in ("lastEvaluationTime", "references")):
+    if any(old.get(k) != v for k, v in new.items() if k not in ("lastEvaluationTime", "references", "buckets")):
+        return True
+    if _buckets_moved(old.get("buckets") or [], new.get("buckets") or []):
+        return True
+    if ((status.get("recommendation") or {}).get("summary")) != ((outcome.status.get("recommendation") or {}).get("summary")):
         return True
     if _moved(old.get("references") or {}, new.get("references") or {}) or _moved(status.get("observation") or {}, outcome.status["observation"]):
         return True
     last = parse_time(old.get("lastEvaluationTime"))
     return last is None or now - last >= max(STATUS_REFRESH_SECONDS, 5 * spec.health_policy.interval_seconds)
+
+
+def _buckets_moved(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> bool:
+    """A bucket learned or forgotten, measured at another k, or its speedup moved by more than 5%."""
+    before = {(b.get("lo"), b.get("k")): b for b in old}
+    after = {(b.get("lo"), b.get("k")): b for b in new}
+    if before.keys() != after.keys():
+        return True
+    return any(_number_moved("speedup", before[key].get("speedup"), after[key].get("speedup")) for key in after)
 
 
 def _moved(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -143,17 +157,20 @@ def evaluate(body: dict[str, Any], spec: api.SpeculativeServingSpec, result: Pol
     meta, status = body["metadata"], body.get("status") or {}
     hp = spec.health_policy
     state = state_from_status(spec, status)
+    setup = policy.setup_for(spec, variant_model(spec, state.variant))
     observation, role = observe(result, hp.window_seconds, meta["namespace"], meta["name"], state.variant)
+    observation = with_k_in_force(observation, state, setup, hp, now)
     ladder = policy.Ladder(tuple(v.name for v in spec.target.variants), fitting)
-    decision = policy.decide(state, observation, hp, now, ladder)
+    decision = policy.decide(state, observation, hp, now, ladder, setup)
     enforced = hp.mode == api.HealthMode.ENFORCE
     kept = decision.state
     if decision.changes and not enforced:
-        kept = replace(state, last_action_at=now, consecutive_breaches=0, references=decision.state.references)
+        kept = replace(state, last_action_at=now, consecutive_breaches=0, references=decision.state.references, verdicts=decision.state.verdicts)
     patch: dict[str, Any] = {
         "health": health_status(kept, spec, now),
         "observation": observation_status(observation, role, now),
         "conditions": _conditions(decision, observation, body["metadata"].get("generation")),
+        "recommendation": recommendation_status(decision, now),
     }
     record = _record(decision, kept if enforced else decision.state, enforced, now)
     decisions = list(status.get("decisions") or [])
@@ -161,11 +178,25 @@ def evaluate(body: dict[str, Any], spec: api.SpeculativeServingSpec, result: Pol
         patch["decisions"] = (decisions + [record])[-MAX_DECISIONS:]
     render_state = None
     if enforced and decision.changes:
-        render_state = render.DecisionState(speculation=kept.speculation, variant=kept.variant)
+        render_state = render.DecisionState(speculation=kept.speculation, variant=kept.variant, schedule=kept.schedule)
         patch["speculation"] = "On" if kept.speculation else "Off"
         patch["activeVariant"] = kept.variant
-        patch["effectiveNumSpeculativeTokens"] = spec.speculation.num_speculative_tokens if kept.speculation else 0
+        patch["schedule"] = [list(r) for r in kept.schedule] if kept.schedule else None
+        patch["scheduleSummary"] = render.schedule_summary(spec, render_state)
+        patch["effectiveNumSpeculativeTokens"] = max(k for _, _, k in render.ranges(spec, render_state)) if kept.speculation else 0
     return Outcome(decision, enforced, patch, _event(status, decision, enforced), render_state)
+
+
+def variant_model(spec: api.SpeculativeServingSpec, variant: str | None) -> str | None:
+    return next((v.model for v in spec.target.variants if v.name == variant), None)
+
+
+def with_k_in_force(observation: policy.Observation, state: policy.State, setup: policy.Setup, hp: api.HealthPolicy, now: float) -> policy.Observation:
+    """The k the configuration gives at the window's batch size, when the whole window ran under it; unknown when
+    the last action falls inside the window (the policy then measures the window but does not learn from it)."""
+    if observation.batch_size is None or (state.last_action_at is not None and now - state.last_action_at < hp.window_seconds):
+        return observation
+    return replace(observation, k=setup.k_at(state, observation.batch_size))
 
 
 def observe(result: PollResult, window: int, namespace: str, name: str, variant: str | None) -> tuple[policy.Observation, metrics.RoleMetrics | None]:
@@ -173,18 +204,27 @@ def observe(result: PollResult, window: int, namespace: str, name: str, variant:
         return policy.Observation(error=str(result)), None
     spec_role = result.role(window, namespace, name, render.ROLE_SPECULATIVE)
     baseline = result.role(window, namespace, name, render.ROLE_BASELINE)
+    baseline_numbers = {
+        "baseline_p99_tpot": baseline.p99_tpot if baseline else None,
+        "baseline_p50_tpot": baseline.p50_tpot if baseline else None,
+        "baseline_p99_ttft": baseline.p99_ttft if baseline else None,
+        "baseline_batch_size": baseline.running_per_replica if baseline else None,
+    }
     if spec_role is None:
-        return policy.Observation(variant=variant, baseline_p99_tpot=baseline.p99_tpot if baseline else None), None
+        return policy.Observation(variant=variant, **baseline_numbers), None
+    positions = spec_role.per_position_acceptance
     return (
         policy.Observation(
             acceptance_rate=spec_role.acceptance_rate,
             draft_tokens=spec_role.draft_tokens,
             p50_tpot=spec_role.p50_tpot,
             p99_tpot=spec_role.p99_tpot,
-            baseline_p99_tpot=baseline.p99_tpot if baseline else None,
             p99_ttft=spec_role.p99_ttft,
             request_rate=spec_role.request_rate,
             variant=variant,
+            per_position_acceptance=tuple(positions[p] for p in sorted(positions)),
+            batch_size=spec_role.running_per_replica,
+            **baseline_numbers,
         ),
         spec_role,
     )
@@ -208,6 +248,15 @@ def state_from_status(spec: api.SpeculativeServingSpec, status: dict[str, Any]) 
         probation_delay=float(health.get("probationSeconds") or spec.health_policy.probation_seconds),
         on_probation=bool(health.get("onProbation")),
         references={k: float(v) for k, v in (health.get("references") or {}).items()},
+        schedule=tuple(tuple(int(x) for x in r) for r in status["schedule"]) if status.get("schedule") else None,  # type: ignore[misc]
+        verdicts=tuple(_verdict(b) for b in health.get("buckets") or []),
+    )
+
+
+def _verdict(bucket: dict[str, Any]) -> evidence.Verdict:
+    return evidence.Verdict(
+        lo=int(bucket["lo"]), hi=bucket.get("hi"), k=int(bucket["k"]), speedup=float(bucket["speedup"]), correction=float(bucket["correction"]),
+        at=parse_time(bucket.get("time")) or 0.0, windows=float(bucket.get("windows") or 1.0),
     )
 
 
@@ -226,7 +275,22 @@ def health_status(state: policy.State, spec: api.SpeculativeServingSpec, now: fl
         on_probation=state.on_probation,
         references=state.references,
         spec_active_variant=intended_variant(spec),
+        buckets=[
+            api.BucketVerdict(lo=v.lo, hi=v.hi, k=v.k, speedup=round(v.speedup, 4), correction=round(v.correction, 4), time=format_time(v.at) or "", windows=round(v.windows, 3))
+            for v in state.verdicts
+        ],
     ).model_dump(by_alias=True, mode="json")  # explicit nulls clear what no longer holds (merge patch)
+
+
+def recommendation_status(decision: policy.Decision, now: float) -> dict[str, Any] | None:
+    """The goodput model's recommendation, shown whether or not it is applied; None when nothing was measured."""
+    plan, estimate = decision.plan, decision.estimate
+    if plan is None:
+        return None
+    return api.Recommendation(
+        schedule=plan.schedule.as_vllm(), summary=plan.schedule.short(), predicted_gain=round(plan.gain, 4), evidence=plan.evidence,
+        estimated_speedup=round(estimate.speedup, 4) if estimate is not None else None, time=format_time(now),
+    ).model_dump(by_alias=True, mode="json")
 
 
 def observation_status(observation: policy.Observation, role: metrics.RoleMetrics | None, now: float) -> dict[str, Any]:
@@ -246,6 +310,10 @@ def observation_status(observation: policy.Observation, role: metrics.RoleMetric
         requests_waiting=_round(role.waiting if role else None),
         kv_cache_usage=_round(role.kv_cache_usage if role else None),
         per_position_acceptance=[round(positions[p], 4) for p in sorted(positions)][:32],
+        batch_size=_round(observation.batch_size),
+        baseline_batch_size=_round(observation.baseline_batch_size),
+        baseline_p50_tpot_seconds=_round(observation.baseline_p50_tpot),
+        baseline_p99_ttft_seconds=_round(observation.baseline_p99_ttft),
     ).model_dump(by_alias=True, mode="json")  # explicit nulls: no stale numbers beside a fresh time
 
 
@@ -284,6 +352,7 @@ def _record(decision: policy.Decision, state: policy.State, enforced: bool, now:
     return api.DecisionRecord(
         time=format_time(now) or "", action=decision.action, reason=decision.reason[:1024],
         speculation=state.speculation, variant=state.variant, enforced=enforced or not decision.changes,
+        schedule=[list(r) for r in state.schedule] if state.schedule else None,
     ).wire()
 
 

@@ -1,7 +1,9 @@
 """The health policy, pure: (state, observation, settings, now) -> decision with a reason that quotes the numbers.
 
 Encodes FRAMEWORK.md: missing data is not evidence, act only after consecutive breaches, cooldown after every
-action, step up a precision rung when quantization costs acceptance, re-enable after a doubling probation.
+action, step up a precision rung when quantization costs acceptance, re-enable after a doubling probation. Where
+the baseline measured the speedup (now or earlier, per batch-size bucket) the goodput model decides and writes a
+schedule of k by batch size; without such evidence the acceptance thresholds stay the rule.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from specserve import api
+from specserve import api, evidence, goodput
 
-Action = Literal["hold", "keep", "disable_speculation", "switch_variant", "enable_speculation"]
-CHANGES: frozenset[str] = frozenset({"disable_speculation", "switch_variant", "enable_speculation"})
+Action = Literal["hold", "keep", "disable_speculation", "switch_variant", "enable_speculation", "set_schedule"]
+CHANGES: frozenset[str] = frozenset({"disable_speculation", "switch_variant", "enable_speculation", "set_schedule"})
 HEALTHY = "healthy"  # how the reason of a keep without any breach starts
 REFERENCE_WEIGHT = 0.3  # weight of the newest sample in a variant's reference acceptance (EWMA)
 
@@ -31,6 +33,12 @@ class Observation:
     request_rate: float | None = None
     variant: str | None = None  # the variant that served the sample
     error: str | None = None  # Prometheus unreachable or erroring
+    per_position_acceptance: tuple[float, ...] = ()  # accepted at draft position i over drafts (unconditional)
+    k: int | None = None  # k in effect at this batch size during the whole window; None: not known
+    batch_size: float | None = None  # running requests per speculative replica, mean over the window
+    baseline_batch_size: float | None = None  # running requests per baseline replica
+    baseline_p50_tpot: float | None = None
+    baseline_p99_ttft: float | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,36 @@ class State:
     probation_delay: float | None = None  # current delay before re-enabling; doubles after a failed probation
     on_probation: bool = False
     references: dict[str, float] = field(default_factory=dict)  # acceptance measured per variant
+    schedule: tuple[goodput.Range, ...] | None = None  # k by batch size in force; None: the spec's own
+    verdicts: tuple[evidence.Verdict, ...] = ()  # speedup learned per batch-size bucket
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What the policy needs of the spec besides its health policy: the proposer and the spec's bounds on k."""
+
+    max_k: int = 4
+    disable_above_batch_size: int | None = None
+    proposer: goodput.Proposer = field(default_factory=lambda: goodput.proposer_for("draft_model"))
+
+    @property
+    def table(self) -> tuple[goodput.Bucket, ...]:
+        return goodput.buckets(goodput.DEFAULT_BUCKET_STARTS, self.disable_above_batch_size)
+
+    def ranges(self, state: State) -> tuple[goodput.Range, ...]:
+        """The schedule in force: the decided one within the spec's bounds, else the spec's own."""
+        if state.schedule:
+            return evidence.clamp(state.schedule, self.max_k, self.disable_above_batch_size)
+        return evidence.spec_ranges(self.max_k, self.disable_above_batch_size)
+
+    def k_at(self, state: State, batch_size: float) -> int:
+        return goodput.k_for_batch(self.ranges(state), max(1, round(batch_size)), self.max_k)
+
+    @property
+    def uses_thresholds(self) -> bool:
+        """Whether the framework's acceptance thresholds judge this proposer without a baseline: every proposer
+        with a forward pass; a look-up costs so little that its prior break-even replaces them."""
+        return self.proposer.kind != "lookup"
 
 
 @dataclass(frozen=True)
@@ -69,13 +107,15 @@ class Decision:
     action: Action
     reason: str
     state: State
+    plan: evidence.Plan | None = None  # what the goodput model recommends, applied or not
+    estimate: goodput.Estimate | None = None  # speedup at the present batch size with the k in force
 
     @property
     def changes(self) -> bool:
         return self.action in CHANGES
 
 
-def decide(state: State, observation: Observation, policy: api.HealthPolicy, now: float, ladder: Ladder = Ladder()) -> Decision:
+def decide(state: State, observation: Observation, policy: api.HealthPolicy, now: float, ladder: Ladder = Ladder(), setup: Setup = Setup()) -> Decision:
     """One evaluation of one serving."""
     missing = _missing_data(state, observation, policy)
     if missing:
@@ -84,24 +124,40 @@ def decide(state: State, observation: Observation, policy: api.HealthPolicy, now
         return _while_disabled(state, policy, now)
     state = _learn_reference(state, observation)
     state = _end_probation_if_survived(state, policy, now)
-    breach = _breach(observation, policy)
+    stale = _stale_window(state, observation, policy, setup, now)
+    if stale:
+        return Decision("keep", stale, state)
+    state, measurement = _learn_speedup(state, observation, policy, setup, now)
+    if _lowered_on_probation_over(state, policy, now):
+        return _restore_spec_k(state, policy, setup, now)
+    plan, estimate = _plan(state, observation, policy, setup, measurement, now)
     step_up, blocked = _step_up(state, observation, policy, ladder)
+    breach, remedy = _breach(state, observation, policy, setup, plan, measurement)
     problem = step_up or breach
     if problem is None:
-        return Decision("keep", f"{HEALTHY}: {_numbers(observation)}{blocked}", replace(state, consecutive_breaches=0))
+        healthy = f"{HEALTHY}: {_numbers(observation)}{_estimated(estimate)}{blocked}"
+        return Decision("keep", healthy, replace(state, consecutive_breaches=0), plan, estimate)
     if _cooling_down(state, policy, now):
         left = policy.cooldown_seconds - (now - (state.last_action_at or now))
-        return Decision("keep", f"{problem}; in cooldown for another {left:.0f}s", state)
+        return Decision("keep", f"{problem}; in cooldown for another {left:.0f}s", state, plan, estimate)
     breaches = state.consecutive_breaches + 1
     if breaches < policy.consecutive_breaches:
-        return Decision("keep", f"{problem} (breach {breaches} of {policy.consecutive_breaches})", replace(state, consecutive_breaches=breaches))
+        return Decision("keep", f"{problem} (breach {breaches} of {policy.consecutive_breaches})", replace(state, consecutive_breaches=breaches), plan, estimate)
     if step_up is not None:
         return _switch(state, observation, ladder, now, step_up)
+    if remedy is not None:
+        return _reschedule(state, policy, setup, now, problem, remedy, plan, estimate)
     return _disable(state, policy, now, (breach or "") + blocked)
 
 
 def initial_state(policy: api.HealthPolicy, variant: str | None) -> State:
     return State(variant=variant, probation_delay=float(policy.probation_seconds))
+
+
+def setup_for(spec: api.SpeculativeServingSpec, target_model: str | None = None) -> Setup:
+    """The policy's view of a spec: its k, cut-off and proposer (sized for the checkpoint serving now)."""
+    speculation = spec.speculation
+    return Setup(speculation.num_speculative_tokens, speculation.disable_above_batch_size, goodput.proposer_for_spec(spec, target_model))
 
 
 def _missing_data(state: State, observation: Observation, policy: api.HealthPolicy) -> str | None:
@@ -124,8 +180,8 @@ def _while_disabled(state: State, policy: api.HealthPolicy, now: float) -> Decis
     waited = now - state.disabled_at
     if waited < delay:
         return Decision("keep", f"speculation off; probation ends in {delay - waited:.0f}s", state)
-    enabled = replace(state, speculation=True, consecutive_breaches=0, last_action_at=now, disabled_at=None, on_probation=True)
-    return Decision("enable_speculation", f"probation of {delay:.0f}s over: speculation back on, judged afresh", enabled)
+    enabled = replace(state, speculation=True, consecutive_breaches=0, last_action_at=now, disabled_at=None, on_probation=True, schedule=None)
+    return Decision("enable_speculation", f"probation of {delay:.0f}s over: speculation back on with the spec's k, judged afresh", enabled)
 
 
 def _learn_reference(state: State, observation: Observation) -> State:
@@ -142,22 +198,153 @@ def _end_probation_if_survived(state: State, policy: api.HealthPolicy, now: floa
     return replace(state, on_probation=False, probation_delay=float(policy.probation_seconds)) if survived else state
 
 
-def _breach(observation: Observation, policy: api.HealthPolicy) -> str | None:
-    acceptance = observation.acceptance_rate or 0.0
-    p99, baseline = observation.p99_tpot, observation.baseline_p99_tpot
-    if acceptance < policy.disable_below_acceptance:
-        return f"acceptance {acceptance:.3f} below {policy.disable_below_acceptance:.2f}"
-    if acceptance < policy.watch_below_acceptance and p99 is not None and baseline and p99 > baseline * policy.p99_tpot_regression_ratio:
-        return (
-            f"acceptance {acceptance:.3f} in the break-even band [{policy.disable_below_acceptance:.2f}, {policy.watch_below_acceptance:.2f}) "
-            f"and P99 TPOT {p99 * 1000:.1f}ms is {p99 / baseline:.2f}x the baseline's {baseline * 1000:.1f}ms (limit {policy.p99_tpot_regression_ratio:.2f}x)"
-        )
+def _stale_window(state: State, observation: Observation, policy: api.HealthPolicy, setup: Setup, now: float) -> str | None:
+    """A window that still measures the previous configuration is not judged: one that began before the last
+    action, or one that measured another k than the configuration now gives at its batch size."""
+    since = now - state.last_action_at if state.last_action_at is not None else None
+    if observation.k is None and since is not None and since < policy.window_seconds:
+        return f"the window of {policy.window_seconds}s began before the last action {since:.0f}s ago: it still measures the previous configuration"
+    if observation.k is None or observation.batch_size is None:
+        return None
+    now_k = setup.k_at(state, observation.batch_size)
+    if observation.k == now_k:
+        return None
+    return (f"window measured k={observation.k} at batch {observation.batch_size:.1f}, the configuration now gives k={now_k} "
+            f"({evidence.short(setup.ranges(state))}): waiting for a window of the current configuration")
+
+
+def _k_in_window(state: State, observation: Observation, setup: Setup) -> int:
+    if observation.k is not None:
+        return observation.k
+    if observation.batch_size is not None:
+        return setup.k_at(state, observation.batch_size)
+    return max(k for _, _, k in setup.ranges(state))
+
+
+def _per_position(observation: Observation, k: int) -> tuple[float, ...]:
+    if observation.per_position_acceptance:
+        return goodput.clean_per_position(observation.per_position_acceptance)
+    return goodput.per_position_for_acceptance_rate(observation.acceptance_rate or 0.0, max(1, k))
+
+
+def _learn_speedup(state: State, observation: Observation, policy: api.HealthPolicy, setup: Setup, now: float) -> tuple[State, evidence.Measurement | None]:
+    """Fold a window measured against the baseline into its bucket's verdict, and forget what aged out. A window
+    that began before the last action still measures the previous configuration: it is measured, not learned."""
+    half_life = float(policy.learned_half_life_seconds)
+    verdicts = evidence.remembered(state.verdicts, now, half_life)
+    k = _k_in_window(state, observation, setup)
+    tails = [(observation.p99_tpot, observation.baseline_p99_tpot), (observation.p99_ttft, observation.baseline_p99_ttft)]
+    measurement = evidence.measure(k, observation.p50_tpot, observation.baseline_p50_tpot, observation.batch_size, observation.baseline_batch_size, tails, policy.p99_tpot_regression_ratio)
+    mixed = state.last_action_at is not None and now - state.last_action_at < policy.window_seconds
+    if measurement is not None and measurement.batch_size is not None and not mixed:
+        prior = goodput.speedup(measurement.batch_size, k, _per_position(observation, k), setup.proposer).speedup if k > 0 else 1.0
+        verdicts = evidence.learn(verdicts, setup.table, measurement, prior, now, half_life)
+    return replace(state, verdicts=verdicts), measurement
+
+
+def _plan(state: State, observation: Observation, policy: api.HealthPolicy, setup: Setup, measurement: evidence.Measurement | None, now: float) -> tuple[evidence.Plan | None, goodput.Estimate | None]:
+    """The schedule the evidence recommends and the speedup estimated at the present batch size."""
+    k = _k_in_window(state, observation, setup)
+    prior = goodput.prior_estimator(_per_position(observation, k), setup.proposer)
+    table = setup.table
+    batch = observation.batch_size
+    here = evidence.bucket_of(table, batch).lo if batch is not None else None
+    measured_here = here if measurement is not None and state.verdicts and any(v.lo == here and v.at == now for v in state.verdicts) else None
+    estimate = evidence.estimator(state.verdicts, table, prior, measured_here)
+    half_life = float(policy.learned_half_life_seconds)
+    weights = {v.lo: v.weight(now, half_life) for v in state.verdicts}
+    if here is not None:
+        weights[here] = weights.get(here, 0.0) + 1.0
+    if not weights:
+        return None, None
+    plan = evidence.plan(estimate, setup.ranges(state), setup.max_k, weights, setup.disable_above_batch_size)
+    present = estimate(batch, k) if batch is not None else None
+    if present is not None and measurement is not None and measurement.k == k and present.evidence == "prior":
+        present = replace(present, speedup=measurement.speedup, evidence="measured", basis=measurement.explain())
+    return plan, present
+
+
+def _breach(
+    state: State, observation: Observation, policy: api.HealthPolicy, setup: Setup, plan: evidence.Plan | None, measurement: evidence.Measurement | None,
+) -> tuple[str | None, tuple[goodput.Range, ...] | None]:
+    """What is wrong, if anything, and the schedule that fixes it (None: speculation off)."""
+    p99, ttft = observation.p99_tpot, observation.p99_ttft
     if policy.max_p99_tpot_seconds is not None and p99 is not None and p99 > policy.max_p99_tpot_seconds:
-        return f"P99 TPOT {p99 * 1000:.1f}ms above the limit {policy.max_p99_tpot_seconds * 1000:.1f}ms"
-    ttft = observation.p99_ttft
+        return f"P99 TPOT {p99 * 1000:.1f}ms above the limit {policy.max_p99_tpot_seconds * 1000:.1f}ms", None
     if policy.max_p99_ttft_seconds is not None and ttft is not None and ttft > policy.max_p99_ttft_seconds:
-        return f"P99 TTFT {ttft * 1000:.1f}ms above the limit {policy.max_p99_ttft_seconds * 1000:.1f}ms"
+        return f"P99 TTFT {ttft * 1000:.1f}ms above the limit {policy.max_p99_ttft_seconds * 1000:.1f}ms", None
+    if state.verdicts and plan is not None:
+        return _goodput_breach(policy, plan, measurement)
+    tail = _tail_regression(observation, policy)
+    if tail:
+        return tail, None
+    return _threshold_breach(state, observation, policy, setup)
+
+
+def _goodput_breach(policy: api.HealthPolicy, plan: evidence.Plan, measurement: evidence.Measurement | None) -> tuple[str | None, tuple[goodput.Range, ...] | None]:
+    """With measured or learned speedup the goodput model decides: rewrite when the predicted gain clears the margin,
+    or whenever this window measured a slowdown against the baseline (median or tail) that the plan removes."""
+    if not plan.changes:
+        return None, None
+    slower = measurement is not None and measurement.speedup < 1.0
+    if plan.gain < policy.min_predicted_gain and not slower:
+        return None, None
+    why = measurement.explain() + "; " if slower and measurement is not None else ""
+    return f"{why}goodput {plan.explain()} (margin {policy.min_predicted_gain:.0%})", (None if plan.all_off else plan.schedule.ranges)
+
+
+def _tail_regression(observation: Observation, policy: api.HealthPolicy) -> str | None:
+    """P99 TPOT or TTFT worse than the baseline's beyond the allowed ratio: a breach at any acceptance."""
+    ratio = policy.p99_tpot_regression_ratio
+    for name, ours, theirs in (("TPOT", observation.p99_tpot, observation.baseline_p99_tpot), ("TTFT", observation.p99_ttft, observation.baseline_p99_ttft)):
+        if ours is not None and theirs and ours > theirs * ratio:
+            acceptance = f"acceptance {observation.acceptance_rate:.3f} and " if observation.acceptance_rate is not None else ""
+            return f"{acceptance}P99 {name} {ours * 1000:.1f}ms is {ours / theirs:.2f}x the baseline's {theirs * 1000:.1f}ms (limit {ratio:.2f}x)"
     return None
+
+
+def _threshold_breach(state: State, observation: Observation, policy: api.HealthPolicy, setup: Setup) -> tuple[str | None, tuple[goodput.Range, ...] | None]:
+    """Without a baseline's measurement the framework's thresholds judge acceptance (a look-up proposer's are its
+    prior break-even, when lower). Below them, a lower k whose own acceptance clears the watch threshold is tried
+    before speculation goes off."""
+    acceptance = observation.acceptance_rate or 0.0
+    k = _k_in_window(state, observation, setup)
+    disable, note = _disable_threshold(observation, policy, setup, k)
+    if acceptance >= disable:
+        return None, None
+    why = f"acceptance {acceptance:.3f} below {disable:.2f}{note}"
+    lower = _lower_k(observation, policy, setup, k)
+    if lower is None:
+        return why, None
+    chosen, reason = lower
+    ranges = evidence.clamp(setup.ranges(state), chosen, setup.disable_above_batch_size)
+    return f"{why}; {reason}", ranges
+
+
+def _disable_threshold(observation: Observation, policy: api.HealthPolicy, setup: Setup, k: int) -> tuple[float, str]:
+    if setup.uses_thresholds or observation.batch_size is None or k <= 0:
+        return policy.disable_below_acceptance, ""
+    even = goodput.break_even_acceptance(observation.batch_size, k, setup.proposer)
+    if even >= policy.disable_below_acceptance:
+        return policy.disable_below_acceptance, ""
+    return even, f" (the prior break-even of {setup.proposer.method} at batch {observation.batch_size:.1f} and k={k}; GPU calibration)"
+
+
+def _lower_k(observation: Observation, policy: api.HealthPolicy, setup: Setup, k: int) -> tuple[int, str] | None:
+    """The lower k whose own acceptance (the mean of its first positions) clears the watch threshold, the one the prior
+    ranks fastest at the present batch size; None without per-position data or when none clears it."""
+    rates = goodput.clean_per_position(observation.per_position_acceptance)
+    if len(rates) < 2 or k <= 1:
+        return None
+    candidates = [j for j in range(1, min(k, len(rates))) if sum(rates[:j]) / j >= policy.watch_below_acceptance]
+    if not candidates:
+        return None
+    batch = observation.batch_size or 1.0
+    ranked = {j: goodput.speedup(batch, j, rates, setup.proposer) for j in candidates}
+    best = max(candidates, key=lambda j: (ranked[j].speedup, -j))
+    positions = ", ".join(f"{r:.2f}" for r in rates[:k])
+    return best, (f"per position {positions}: at k={best} acceptance is {sum(rates[:best]) / best:.3f} (watch threshold {policy.watch_below_acceptance:.2f}), "
+                  f"prior {ranked[best].speedup:.2f}x at batch {batch:.1f} [prior ranks k only]")
 
 
 def _step_up(state: State, observation: Observation, policy: api.HealthPolicy, ladder: Ladder) -> tuple[str | None, str]:
@@ -178,8 +365,40 @@ def _switch(state: State, observation: Observation, ladder: Ladder, now: float, 
     higher = ladder.next_up(state.variant)
     assert higher is not None
     fits = "" if ladder.fitting is None else f"; {higher} fits the GPU memory budget"
-    switched = replace(state, variant=higher, consecutive_breaches=0, last_action_at=now)
+    # another checkpoint has other costs and acceptance: what was learned of the old one does not carry over
+    switched = replace(state, variant=higher, consecutive_breaches=0, last_action_at=now, verdicts=())
     return Decision("switch_variant", f"{why}: stepping the target up from {state.variant} to {higher}{fits}", switched)
+
+
+def _lowered_on_probation_over(state: State, policy: api.HealthPolicy, now: float) -> bool:
+    """A k lowered by the thresholds alone (no baseline ever measured it) gets its probation, as an off switch does."""
+    if not state.schedule or state.verdicts or state.last_action_at is None:
+        return False
+    return now - state.last_action_at >= max(float(policy.cooldown_seconds), state.probation_delay or float(policy.probation_seconds))
+
+
+def _restore_spec_k(state: State, policy: api.HealthPolicy, setup: Setup, now: float) -> Decision:
+    before = evidence.short(setup.ranges(state))
+    waited = now - (state.last_action_at or now)
+    restored = replace(state, schedule=None, consecutive_breaches=0, last_action_at=now, on_probation=True)
+    after = evidence.short(setup.ranges(restored))
+    reason = f"k lowered {waited:.0f}s ago on acceptance alone, with no baseline to measure it: probation over, schedule {before} -> {after} (the spec's), judged afresh"
+    return Decision("set_schedule", reason, restored)
+
+
+def _reschedule(
+    state: State, policy: api.HealthPolicy, setup: Setup, now: float, why: str, ranges: tuple[goodput.Range, ...],
+    plan: evidence.Plan | None, estimate: goodput.Estimate | None,
+) -> Decision:
+    before = evidence.short(setup.ranges(state))
+    after = evidence.short(ranges)
+    delay = state.probation_delay or float(policy.probation_seconds)
+    failed = ""
+    if state.on_probation and not state.verdicts:  # the spec's k came back on probation and failed again
+        delay, failed = min(delay * 2, float(policy.max_probation_seconds)), f" (probation failed, next delay {min(delay * 2, float(policy.max_probation_seconds)):.0f}s)"
+    rescheduled = replace(state, schedule=ranges, consecutive_breaches=0, last_action_at=now, probation_delay=delay, on_probation=False)
+    reason = f"{why} for {policy.consecutive_breaches} consecutive evaluations: schedule {before} -> {after}{failed}"
+    return Decision("set_schedule", reason, rescheduled, plan, estimate)
 
 
 def _disable(state: State, policy: api.HealthPolicy, now: float, why: str) -> Decision:
@@ -187,13 +406,19 @@ def _disable(state: State, policy: api.HealthPolicy, now: float, why: str) -> De
     if state.on_probation:
         delay = min(delay * 2, float(policy.max_probation_seconds))
     failed = " (probation failed, next delay doubled)" if state.on_probation else ""
-    disabled = replace(state, speculation=False, consecutive_breaches=0, last_action_at=now, disabled_at=now, probation_delay=delay, on_probation=False)
+    disabled = replace(state, speculation=False, consecutive_breaches=0, last_action_at=now, disabled_at=now, probation_delay=delay, on_probation=False, schedule=None)
     reason = f"{why} for {policy.consecutive_breaches} consecutive evaluations: speculation off, retry in {max(delay, policy.cooldown_seconds):.0f}s{failed}"
     return Decision("disable_speculation", reason, disabled)
 
 
 def _cooling_down(state: State, policy: api.HealthPolicy, now: float) -> bool:
     return state.last_action_at is not None and now - state.last_action_at < policy.cooldown_seconds
+
+
+def _estimated(estimate: goodput.Estimate | None) -> str:
+    if estimate is None or estimate.k == 0:
+        return ""
+    return f"; estimated {estimate.speedup:.2f}x at batch {estimate.batch_size:.1f} with k={estimate.k} [{estimate.evidence}]"
 
 
 def _numbers(observation: Observation) -> str:
@@ -204,4 +429,6 @@ def _numbers(observation: Observation) -> str:
         parts.append(f"baseline P99 TPOT {observation.baseline_p99_tpot * 1000:.1f}ms")
     if observation.draft_tokens is not None:
         parts.append(f"{observation.draft_tokens:.0f} draft tokens")
+    if observation.batch_size is not None:
+        parts.append(f"batch {observation.batch_size:.1f} per replica")
     return ", ".join(parts)

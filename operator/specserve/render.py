@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from specserve import api, catalog, vllm
+from specserve import api, catalog, evidence, vllm
 
 MANAGER = "specserve"
 ROLE_SPECULATIVE = "speculative"
@@ -49,7 +49,20 @@ class DecisionState:
 
     speculation: bool = True
     variant: str | None = None
-    num_speculative_tokens: int | None = None
+    schedule: tuple[tuple[int, int, int], ...] | None = None  # k by batch size; None: the spec's k
+
+
+def ranges(spec: api.SpeculativeServingSpec, state: DecisionState) -> tuple[tuple[int, int, int], ...]:
+    """k by batch size as rendered: the decided schedule within the spec's bounds, else the spec's own."""
+    speculation = spec.speculation
+    if state.schedule:
+        return evidence.clamp(state.schedule, speculation.num_speculative_tokens, speculation.disable_above_batch_size)
+    return evidence.spec_ranges(speculation.num_speculative_tokens, speculation.disable_above_batch_size)
+
+
+def schedule_summary(spec: api.SpeculativeServingSpec, state: DecisionState) -> str:
+    """The speculation in force in a few characters: off, k4, or k4<=31,0."""
+    return evidence.short(ranges(spec, state)) if state.speculation else "off"
 
 
 @dataclass(frozen=True)
@@ -145,8 +158,8 @@ def _metadata(owner: Owner, name: str, labels: dict[str, str]) -> dict[str, Any]
 
 
 def deployment(owner: Owner, spec: api.SpeculativeServingSpec, state: DecisionState, target: Target, role: str) -> dict[str, Any]:
-    speculating = role == ROLE_SPECULATIVE and state.speculation
-    k = state.num_speculative_tokens or spec.speculation.num_speculative_tokens
+    schedule = ranges(spec, state)
+    speculating = role == ROLE_SPECULATIVE and state.speculation and any(k > 0 for _, _, k in schedule)
     args = vllm.serve_args(
         model=target.model,
         served_model_name=spec.target.served_model_name or owner.name,
@@ -154,7 +167,7 @@ def deployment(owner: Owner, spec: api.SpeculativeServingSpec, state: DecisionSt
         quantization=target.quantization,
         tensor_parallel_size=spec.gpu.count,
         engine=spec.engine,
-        speculative=vllm.speculative_config(spec.speculation, k) if speculating else None,
+        speculative=vllm.speculative_config(spec.speculation, schedule) if speculating else None,
     )
     labels = common_labels(owner.name, role)
     replicas = spec.replicas if role == ROLE_SPECULATIVE else spec.baseline.replicas

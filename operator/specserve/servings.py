@@ -19,7 +19,7 @@ def owner_of(body: dict[str, Any]) -> render.Owner:
 def decision_state(spec: api.SpeculativeServingSpec, status: dict[str, Any]) -> render.DecisionState:
     """The health loop's decisions, read back from status; a variant no longer declared falls back to the spec's."""
     state = health.state_from_status(spec, status)
-    return render.DecisionState(speculation=state.speculation, variant=state.variant)
+    return render.DecisionState(speculation=state.speculation, variant=state.variant, schedule=state.schedule)
 
 
 def refused(serving: dict[str, Any]) -> bool:

@@ -6,6 +6,7 @@ Checked against the vllm 0.33.0 wheel's own parser (tests/unit/test_vllm_parser.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from specserve import api
@@ -90,9 +91,10 @@ def pvc_mount_path(claim: str) -> str:
     return f"/models/{claim}"
 
 
-def speculative_config(speculation: api.Speculation, num_speculative_tokens: int) -> dict[str, Any]:
-    """The --speculative-config JSON object for a proposer."""
-    config: dict[str, Any] = {"method": speculation.method, "num_speculative_tokens": num_speculative_tokens}
+def speculative_config(speculation: api.Speculation, schedule: Sequence[Sequence[int]]) -> dict[str, Any]:
+    """The --speculative-config JSON object for a proposer; schedule: [first, last, k] ranges from batch size 1,
+    the last carried to every larger batch (one range: the same k everywhere)."""
+    config: dict[str, Any] = {"method": speculation.method, "num_speculative_tokens": max(int(r[2]) for r in schedule)}
     draft = speculation.draft
     if draft is not None:
         config["model"] = model_reference(draft.model)
@@ -106,10 +108,8 @@ def speculative_config(speculation: api.Speculation, num_speculative_tokens: int
         ngram = speculation.ngram or api.NgramSettings()
         config["prompt_lookup_min"] = ngram.prompt_lookup_min
         config["prompt_lookup_max"] = ngram.prompt_lookup_max
-    if speculation.disable_above_batch_size is not None:
-        cutoff = speculation.disable_above_batch_size
-        # Inclusive ranges; vLLM carries the last range's k to every larger batch.
-        config["num_speculative_tokens_per_batch_size"] = [[1, cutoff, num_speculative_tokens], [cutoff + 1, cutoff + 1, 0]]
+    if len(schedule) > 1:
+        config["num_speculative_tokens_per_batch_size"] = [[int(x) for x in r] for r in schedule]
     return config
 
 

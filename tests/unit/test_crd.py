@@ -40,7 +40,8 @@ def test_crd_names_and_subresources():
 
 def test_printer_columns_show_what_an_sre_needs():
     columns = {c["name"]: c["jsonPath"] for c in crd.PRINTER_COLUMNS}
-    assert set(columns) == {"Phase", "Speculation", "Variant", "Acceptance", "P99-TPOT", "Age"}
+    assert set(columns) == {"Phase", "Speculation", "Variant", "Schedule", "Acceptance", "P99-TPOT", "Age"}
+    assert columns["Schedule"] == ".status.scheduleSummary"
 
 
 def test_schema_is_structural():

@@ -11,8 +11,10 @@ def spec(**overrides):
     return api.SpeculativeServingSpec.model_validate(minimal_spec(**overrides))
 
 
-def poll(acceptance, drafts=10_000, window=300):
-    role = metrics.RoleMetrics(acceptance_rate=acceptance, draft_tokens=drafts, p99_tpot=0.04, mean_accepted_length=2.1, per_position_acceptance={1: 0.4, 0: 0.7})
+def poll(acceptance, drafts=10_000, window=300, positions=None):
+    if positions is None:
+        positions = {1: 0.4, 0: 0.7} if acceptance >= 0.5 else {0: acceptance + 0.1, 1: acceptance, 2: acceptance, 3: acceptance - 0.1}
+    role = metrics.RoleMetrics(acceptance_rate=acceptance, draft_tokens=drafts, p99_tpot=0.04, mean_accepted_length=2.1, per_position_acceptance=positions)
     return metrics.Poll({window: {("llm", "a", "speculative"): role}}, 12, 0.01)
 
 

@@ -111,7 +111,7 @@ def test_reference_acceptance_is_learned_per_variant():
 
 def test_cooldown_blocks_a_second_action():
     state = State(speculation=True, last_action_at=0.0, probation_delay=1800)
-    decisions = run(state, [healthy(0.3)] * 5, start=30.0)
+    decisions = run(state, [healthy(0.3)] * 5, start=330.0)
     assert {d.action for d in decisions} == {"keep"} and "cooldown" in decisions[-1].reason
 
 
@@ -182,4 +182,4 @@ def test_every_disable_can_be_followed_by_a_reenable(state, stream):
 
 def test_decision_changes_flag():
     assert Decision("switch_variant", "", State()).changes and not Decision("keep", "", State()).changes
-    assert CHANGES == {"disable_speculation", "switch_variant", "enable_speculation"}
+    assert CHANGES == {"disable_speculation", "switch_variant", "enable_speculation", "set_schedule"}

@@ -136,8 +136,14 @@ def test_speculation_off_renders_no_speculative_config():
     assert dep["spec"]["template"]["metadata"]["annotations"]["specserve.dev/speculation"] == "off"
 
 
-def test_effective_k_from_the_decision_state_wins():
-    assert speculative_config(objects(state=render.DecisionState(num_speculative_tokens=2))[0])["num_speculative_tokens"] == 2
+def test_a_decided_schedule_is_rendered_as_vllms_per_batch_size_ranges():
+    cfg = speculative_config(objects(state=render.DecisionState(schedule=((1, 8, 2), (9, 9, 0))))[0])
+    assert (cfg["num_speculative_tokens"], cfg["num_speculative_tokens_per_batch_size"]) == (2, [[1, 8, 2], [9, 9, 0]])
+
+
+def test_a_decided_schedule_never_exceeds_the_specs_k():
+    cfg = speculative_config(objects(state=render.DecisionState(schedule=((1, 8, 9), (9, 9, 2))))[0])
+    assert cfg["num_speculative_tokens_per_batch_size"] == [[1, 8, 4], [9, 9, 2]]
 
 
 LADDER = {

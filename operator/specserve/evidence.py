@@ -1,0 +1,224 @@
+"""What the goodput policy knows of speedup: a window measured against the baseline, verdicts learned per batch-size
+bucket, and the estimator and schedule plan built from both over the GPU priors (goodput.py).
+
+Pure: plain data in and out. Evidence, strongest first: measured (this window), learned (an earlier window in the
+same bucket, decayed with age), prior (the GPU calibration alone; it ranks k values, it never overrules a measurement).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from specserve import goodput
+
+COMPARABLE_BATCH_RATIO = 2.0  # speculative and baseline replicas whose batch sizes differ more are not compared
+VERDICT_WEIGHT = 0.3  # weight of a new window in a bucket's verdict (moving average)
+FORGET_BELOW = 0.05  # a verdict whose decayed weight falls below this is forgotten
+UNSEEN_WEIGHT = 0.01  # weight of a bucket no measured window fell in, when ranges are merged
+
+Range = goodput.Range
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One window against the baseline: speedup = the weaker of the median gain and the tail allowance."""
+
+    batch_size: float | None
+    k: int
+    speedup: float
+    median: float  # baseline P50 TPOT / speculative P50 TPOT
+    tail: float | None  # baseline P99 / speculative P99 (TPOT or TTFT, the worse), times the allowed ratio
+
+    def explain(self) -> str:
+        at = f" at batch {self.batch_size:.1f}" if self.batch_size is not None else ""
+        tail = f", tail allowance {self.tail:.2f}x" if self.tail is not None and self.tail < self.median else ""
+        return f"measured {self.speedup:.2f}x with k={self.k}{at} (median {self.median:.2f}x against the baseline{tail})"
+
+
+def measure(
+    k: int,
+    p50: float | None, baseline_p50: float | None,
+    batch_size: float | None, baseline_batch_size: float | None,
+    tails: Sequence[tuple[float | None, float | None]], allowed_ratio: float,
+) -> Measurement | None:
+    """The speedup this window measured, or None when the baseline is missing or not comparable.
+
+    tails: (speculative P99, baseline P99) pairs; a tail worse than the baseline's by more than allowed_ratio
+    makes the speedup fall below 1 whatever the median says.
+    """
+    if not p50 or not baseline_p50 or p50 <= 0 or baseline_p50 <= 0:
+        return None
+    if batch_size is not None and baseline_batch_size is not None:
+        low, high = sorted((max(batch_size, 1e-9), max(baseline_batch_size, 1e-9)))
+        if high / low > COMPARABLE_BATCH_RATIO:
+            return None
+    median = baseline_p50 / p50
+    allowances = [base / p99 * allowed_ratio for p99, base in tails if p99 and base and p99 > 0 and base > 0]
+    tail = min(allowances) if allowances else None
+    return Measurement(batch_size, k, min(median, tail) if tail is not None else median, median, tail)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What was measured in one batch-size bucket: speedup at k, and its ratio to the prior (the correction)."""
+
+    lo: int
+    hi: int | None
+    k: int
+    speedup: float
+    correction: float  # measured speedup / the prior's at the same k, batch size and acceptance
+    at: float  # time of the newest window
+    windows: float  # measured windows, each decayed by its age
+
+    def weight(self, now: float, half_life: float) -> float:
+        return self.windows * 0.5 ** (max(0.0, now - self.at) / half_life)
+
+    def bucket(self) -> goodput.Bucket:
+        return goodput.Bucket(self.lo, self.hi)
+
+
+def bucket_of(table: Sequence[goodput.Bucket], batch_size: float) -> goodput.Bucket:
+    for bucket in table:
+        if bucket.hi is None or batch_size <= bucket.hi:
+            return bucket
+    return table[-1]
+
+
+def remembered(verdicts: Sequence[Verdict], now: float, half_life: float) -> tuple[Verdict, ...]:
+    """The verdicts still worth keeping, decayed to now; the rest are forgotten."""
+    return tuple(v for v in verdicts if v.weight(now, half_life) >= FORGET_BELOW)
+
+
+def learn(verdicts: Sequence[Verdict], table: Sequence[goodput.Bucket], measurement: Measurement, prior: float, now: float, half_life: float) -> tuple[Verdict, ...]:
+    """The verdicts with this window's measurement folded into its bucket (k > 0 and a known batch size only)."""
+    if measurement.k <= 0 or measurement.batch_size is None or prior <= 0:
+        return tuple(verdicts)
+    bucket = bucket_of(table, measurement.batch_size)
+    correction = measurement.speedup / prior
+    old = next((v for v in verdicts if v.lo == bucket.lo), None)
+    if old is None or old.k != measurement.k:
+        new = Verdict(bucket.lo, bucket.hi, measurement.k, measurement.speedup, correction, now, 1.0)
+    else:
+        blend = lambda a, b: (1 - VERDICT_WEIGHT) * a + VERDICT_WEIGHT * b  # noqa: E731
+        new = replace(old, speedup=blend(old.speedup, measurement.speedup), correction=blend(old.correction, correction), at=now, windows=old.weight(now, half_life) + 1.0)
+    rest = [v for v in verdicts if v.lo != bucket.lo]
+    return tuple(sorted([*rest, new], key=lambda v: v.lo))
+
+
+def estimator(verdicts: Sequence[Verdict], table: Sequence[goodput.Bucket], prior: goodput.Estimator, measured_bucket: int | None) -> goodput.Estimator:
+    """S(b, k): the prior times the correction of b's bucket verdict, or of the nearest bucket with one (ties go
+    to the larger batch, where speculation pays less); the prior alone when nothing was measured."""
+    index = {bucket.lo: i for i, bucket in enumerate(table)}
+
+    def source(batch_size: float) -> Verdict | None:
+        here = index[bucket_of(table, batch_size).lo]
+        known = [v for v in verdicts if v.lo in index]
+        if not known:
+            return None
+        return min(known, key=lambda v: (abs(index[v.lo] - here), -v.lo))
+
+    def estimate(batch_size: float, k: int) -> goodput.Estimate:
+        base = prior(batch_size, k)
+        verdict = source(batch_size)
+        if k == 0 or verdict is None:
+            return base
+        own = verdict.lo == bucket_of(table, batch_size).lo
+        evidence: goodput.Evidence = "measured" if own and verdict.lo == measured_bucket else "learned"
+        where = "" if own else f", correction of bucket {verdict.bucket()}"
+        basis = f"prior {base.speedup:.2f}x x correction {verdict.correction:.2f} (measured {verdict.speedup:.2f}x at k={verdict.k}{where})"
+        return replace(base, speedup=base.speedup * verdict.correction, evidence=evidence, basis=basis)
+
+    return estimate
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The schedule the evidence recommends, against the configuration in force, and the predicted gain."""
+
+    schedule: goodput.Schedule
+    current: tuple[Range, ...]
+    gain: float  # predicted weighted speedup of the schedule over the current configuration, minus 1
+    evidence: goodput.Evidence  # the strongest evidence behind a bucket that carries weight
+    lines: tuple[str, ...]  # per weighted bucket: current and recommended estimates
+
+    @property
+    def changes(self) -> bool:
+        return not same_ranges(self.schedule.ranges, self.current, self.schedule.cap)
+
+    @property
+    def all_off(self) -> bool:
+        return all(k == 0 for _, _, k in self.schedule.ranges)
+
+    def explain(self) -> str:
+        return f"{short(self.current)} -> {self.schedule.short()}, predicted {self.gain:+.0%} [{self.evidence}]: " + "; ".join(self.lines)
+
+
+def plan(
+    estimate: goodput.Estimator, current: Sequence[Range], max_k: int, weights: Mapping[int, float],
+    disable_above_batch_size: int | None, bucket_starts: Sequence[int] = goodput.DEFAULT_BUCKET_STARTS,
+) -> Plan:
+    """The best schedule for these estimates, and what it is predicted to gain over `current` where load was seen."""
+    table = goodput.buckets(bucket_starts, disable_above_batch_size)
+    full = {bucket.lo: weights.get(bucket.lo, UNSEEN_WEIGHT) for bucket in table}
+    schedule = goodput.build_schedule(estimate, max_k, bucket_starts=bucket_starts, disable_above_batch_size=disable_above_batch_size, weights=full)
+    now_total = new_total = 0.0
+    lines: list[str] = []
+    strongest: goodput.Evidence = "prior"
+    for bucket in table:
+        weight = weights.get(bucket.lo, 0.0)
+        if weight <= 0:
+            continue
+        b = bucket.representative
+        before = estimate(b, goodput.k_for_batch(current, int(b), max_k))
+        after = estimate(b, schedule.k_for(int(b)))
+        now_total += weight * before.speedup
+        new_total += weight * after.speedup
+        for evidence in (before.evidence, after.evidence):
+            if goodput.EVIDENCE_ORDER.index(evidence) < goodput.EVIDENCE_ORDER.index(strongest):
+                strongest = evidence
+        lines.append(f"b {bucket}: k={before.k} {before.speedup:.2f}x -> k={after.k} {after.speedup:.2f}x [{after.evidence if after.k else before.evidence}]")
+    gain = new_total / now_total - 1 if now_total > 0 else 0.0
+    return Plan(schedule, tuple(tuple(r) for r in current), gain, strongest, tuple(lines))  # type: ignore[arg-type]
+
+
+def spec_ranges(max_k: int, disable_above_batch_size: int | None) -> tuple[Range, ...]:
+    """What the spec alone renders: k for every batch, or k up to the cut-off and 0 above."""
+    if disable_above_batch_size is None:
+        return ((1, 1, max_k),)
+    return ((1, disable_above_batch_size, max_k), (disable_above_batch_size + 1, disable_above_batch_size + 1, 0))
+
+
+def same_ranges(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], cap: int) -> bool:
+    """Whether two schedules give the same k at every batch size."""
+    points = {1} | {int(x) for r in (*a, *b) for x in (r[0], r[1], r[1] + 1)}
+    return all(goodput.k_for_batch(a, p, cap) == goodput.k_for_batch(b, p, cap) for p in points)
+
+
+def short(ranges: Sequence[Sequence[int]]) -> str:
+    return goodput.Schedule(tuple(tuple(r) for r in ranges), max((r[2] for r in ranges), default=0)).short()  # type: ignore[misc]
+
+
+def clamp(ranges: Sequence[Sequence[int]], max_k: int, disable_above_batch_size: int | None) -> tuple[Range, ...]:
+    """A schedule within the spec's bounds: no k above max_k, 0 above the cut-off (spec is the upper bound)."""
+    cut = disable_above_batch_size
+    starts = sorted({int(r[0]) for r in ranges} | {1} | ({cut + 1} if cut is not None else set()))
+
+    def k_at(batch: int) -> int:
+        return 0 if cut is not None and batch > cut else goodput.k_for_batch(ranges, batch, max_k)
+
+    return canonical([(lo, k_at(lo)) for lo in starts])
+
+
+def canonical(steps: Sequence[tuple[int, int]]) -> tuple[Range, ...]:
+    """Ranges from (first batch size, k) steps in increasing order: equal neighbours merged, the last written [lo, lo, k]."""
+    merged: list[tuple[int, int]] = []
+    for lo, k in steps:
+        if not merged or merged[-1][1] != k:
+            merged.append((lo, k))
+    return tuple((lo, merged[i + 1][0] - 1 if i + 1 < len(merged) else lo, k) for i, (lo, k) in enumerate(merged))
+
+
+def finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
