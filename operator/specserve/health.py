@@ -187,6 +187,17 @@ def evaluate(body: dict[str, Any], spec: api.SpeculativeServingSpec, result: Pol
     return Outcome(decision, enforced, patch, _event(status, decision, enforced), render_state)
 
 
+def estimated_speedup(outcome: Outcome) -> float | None:
+    """What the serving gains from speculation now: 1 while it is off (or k is 0 at this batch size), the policy's
+    estimate while it speculates, None when a hold left nothing to estimate from."""
+    decision = outcome.decision
+    if outcome.enforced and not decision.state.speculation:
+        return 1.0
+    if decision.action == "hold" or decision.estimate is None:
+        return None
+    return round(decision.estimate.speedup, 4)
+
+
 def variant_model(spec: api.SpeculativeServingSpec, variant: str | None) -> str | None:
     return next((v.model for v in spec.target.variants if v.name == variant), None)
 

@@ -147,6 +147,7 @@ async def act_on_health(body: dict[str, Any], spec: api.SpeculativeServingSpec, 
     available = next((c["status"] == "True" for c in outcome.status["conditions"] if c["type"] == "MetricsAvailable"), None)
     effective = outcome.status.get("speculation", (body.get("status") or {}).get("speculation", "On"))
     TELEMETRY.set_serving(meta["namespace"], meta["name"], speculation=effective != "Off", metrics_available=available)
+    TELEMETRY.set_estimated_speedup(meta["namespace"], meta["name"], health.estimated_speedup(outcome))
     if not health.worth_writing(body.get("status") or {}, outcome, now, spec):
         return
 

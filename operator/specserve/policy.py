@@ -307,8 +307,8 @@ def _threshold_breach(state: State, observation: Observation, policy: api.Health
     """Without a baseline's measurement the framework's thresholds judge acceptance (a look-up proposer's are its
     prior break-even, when lower). Below them, a lower k whose own acceptance clears the watch threshold is tried
     before speculation goes off."""
-    acceptance = observation.acceptance_rate or 0.0
     k = _k_in_window(state, observation, setup)
+    acceptance = _acceptance_at(observation, k)
     disable, note = _disable_threshold(observation, policy, setup, k)
     if acceptance >= disable:
         return None, None
@@ -319,6 +319,15 @@ def _threshold_breach(state: State, observation: Observation, policy: api.Health
     chosen, reason = lower
     ranges = evidence.clamp(setup.ranges(state), chosen, setup.disable_above_batch_size)
     return f"{why}; {reason}", ranges
+
+
+def _acceptance_at(observation: Observation, k: int) -> float:
+    """vLLM's acceptance rate at k: the mean of the first k per-position rates when the window has them all (it then
+    does not matter which k the window drafted with), else the rate the window measured."""
+    rates = goodput.clean_per_position(observation.per_position_acceptance)
+    if 0 < k <= len(rates):
+        return sum(rates[:k]) / k
+    return observation.acceptance_rate or 0.0
 
 
 def _disable_threshold(observation: Observation, policy: api.HealthPolicy, setup: Setup, k: int) -> tuple[float, str]:

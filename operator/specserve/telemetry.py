@@ -16,7 +16,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 PHASES = ("Pending", "Progressing", "Ready", "Degraded", "Invalid")
-ACTIONS = ("hold", "keep", "disable_speculation", "switch_variant", "enable_speculation")  # api.DecisionRecord.action
+ACTIONS = ("hold", "keep", "disable_speculation", "switch_variant", "enable_speculation", "set_schedule")  # api.DecisionRecord.action
 DEFAULT_PORT = 8081
 RECONCILE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -38,6 +38,13 @@ class Telemetry:
         self.servings = Gauge("specserve_servings", "SpeculativeServings this operator handles, by status.phase.", ["phase"], registry=r)
         self.speculation_enabled = Gauge("specserve_speculation_enabled", "1 while status.speculation is On, 0 while the operator keeps it Off.", ["namespace", "serving"], registry=r)
         self.metrics_available = Gauge("specserve_metrics_available", "1 while condition MetricsAvailable is True, 0 while the health loop has no usable metrics.", ["namespace", "serving"], registry=r)
+        self.estimated_speedup = Gauge(
+            "specserve_estimated_speedup",
+            "Baseline TPOT over speculative TPOT at the present batch size with the k in force, as the health policy estimates it "
+            "(measured against the baseline, learned per batch-size bucket, or the GPU prior); 1 while speculation is off or k is 0. "
+            "A goodput signal an autoscaler can use.",
+            ["namespace", "serving"], registry=r,
+        )
         self._phases: dict[tuple[str, str], str] = {}
         self._lock = Lock()
         self.build_info.labels(version=version).set(1)
@@ -87,12 +94,19 @@ class Telemetry:
         if metrics_available is not None:
             self.metrics_available.labels(namespace=namespace, serving=serving).set(1 if metrics_available else 0)
 
+    def set_estimated_speedup(self, namespace: str, serving: str, speedup: float | None) -> None:
+        """The policy's speedup estimate; None (nothing measured or estimable) removes the series instead of guessing."""
+        if speedup is None:
+            _remove(self.estimated_speedup, namespace, serving)
+        else:
+            self.estimated_speedup.labels(namespace=namespace, serving=serving).set(speedup)
+
     def forget_serving(self, namespace: str, serving: str) -> None:
         """A deleted serving (or one another replica now handles) leaves every per-serving series."""
         with self._lock:
             self._phases.pop((namespace, serving), None)
             self._publish_phases()
-        for gauge in (self.speculation_enabled, self.metrics_available):
+        for gauge in (self.speculation_enabled, self.metrics_available, self.estimated_speedup):
             _remove(gauge, namespace, serving)
         actions = {s.labels["action"] for m in self.decisions.collect() for s in m.samples if s.labels.get("namespace") == namespace and s.labels.get("serving") == serving}
         for action in actions:
