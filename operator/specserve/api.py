@@ -292,6 +292,7 @@ class HealthPolicy(Model):
     disable_below_acceptance: float = Field(default=0.50, ge=0, le=1, description="Acceptance below this is net-negative: speculation off.")
     watch_below_acceptance: float = Field(default=0.65, ge=0, le=1, description="Acceptance below this is the break-even band: keep only if P99 TPOT holds against the baseline.")
     p99_tpot_regression_ratio: float = Field(default=1.10, ge=1, le=10, description="P99 TPOT worse than the baseline's by more than this ratio counts as a regression.")
+    p99_ttft_regression_ratio: float = Field(default=2.0, ge=1, le=20, description="P99 TTFT worse than the baseline's by more than this ratio counts as a regression. Looser than the TPOT ratio: on a GPU, speculation raised mean TTFT 1.6-1.9x at batch 1 while it cut TPOT 1.6x.")
     max_p99_tpot_seconds: float | None = Field(default=None, gt=0, description="Absolute P99 TPOT limit while speculating.")
     max_p99_ttft_seconds: float | None = Field(default=None, gt=0, description="Absolute P99 TTFT limit while speculating.")
     consecutive_breaches: int = Field(default=3, ge=1, le=100, description="Breaching evaluations in a row before acting.")
@@ -407,6 +408,7 @@ class HealthStatus(Model):
     last_evaluation_time: str | None = None
     consecutive_breaches: int = 0
     last_action_time: str | None = None
+    configured_time: str | None = Field(default=None, description="When the health loop last changed the configuration in force; windows that began earlier are not judged.")
     disabled_time: str | None = None
     probation_seconds: float | None = None
     on_probation: bool = False

@@ -24,6 +24,7 @@ from specserve.telemetry import TELEMETRY
 
 MANAGED = indexes.MANAGED
 API_UNREACHABLE = applying.API_UNREACHABLE
+AVAILABILITY_WRITERS = 16  # availability status writes in flight at once (the API pool has kube.API_THREADS threads)
 
 
 # ---------------------------------------------------------------- start-up
@@ -41,6 +42,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     settings.queueing.error_delays = [10, 20, 30, 60, 120, 300]
     settings.networking.error_backoffs = kube.EndlessBackoffs()
     settings.networking.enforce_retry_after = True  # a starting API server says when to come back (429, 1 s)
+    # The listing at start-up comes in pages: 5,000 Deployments in one answer are some 75 MB of JSON, parsed at once.
+    settings.watching.chunk_size = operator_settings.list_chunk_size or None
     managed = ",".join(f"{k}={v}" for k, v in MANAGED.items())
     for resource in (("apps", "deployments"), ("", "services")):
         settings.watching.label_selectors[resource] = managed  # watch only what specserve manages, server-side
@@ -56,6 +59,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     if "health_loop" not in memo:
         memo["health_loop"] = healthloop.HealthLoop(memo["poller"], memo)
     memo["health_loop"].cache = indexes.Cache.of(kwargs)
+    if "availability" not in memo:
+        memo["availability"] = AvailabilityFollower(memo["kube"], memo["health_loop"].cache)
     memo["follow_availability"] = lambda serving, spec: refresh_availability(
         memo["kube"], serving, spec, decision_state(spec, serving.get("status") or {}), memo["health_loop"].cache
     )
@@ -71,6 +76,8 @@ async def stop_background(memo: kopf.Memo, **_: Any) -> None:
         await asyncio.gather(task, return_exceptions=True)
     if memo.get("health_loop") is not None:
         await memo["health_loop"].stop()
+    if memo.get("availability") is not None:
+        await memo["availability"].stop()
     server = memo.get("metrics_server")
     if server is not None:
         server.shutdown()
@@ -314,7 +321,11 @@ async def _keep_as_rendered(type: str | None, body: dict[str, Any], memo: kopf.M
         return
     serving, spec, state, _ = wanted
     if body["kind"] == "Deployment" and type != "DELETED":
-        await refresh_availability(client, serving, spec, state, cache)
+        follower: AvailabilityFollower | None = memo.get("availability")
+        if follower is not None:
+            follower.mark((meta["namespace"], serving["metadata"]["name"]))  # written by the follower, not in this event's turn
+        else:
+            await refresh_availability(client, serving, spec, state, cache)
 
 
 async def _restore(
@@ -366,6 +377,58 @@ async def refresh_availability(client: kube.Kube, serving: dict[str, Any], spec:
     written = await client.update_serving_status(meta["namespace"], meta["name"], build, known=serving)
     if written:
         TELEMETRY.set_serving(meta["namespace"], meta["name"], phase=written["phase"])
+
+
+class AvailabilityFollower:
+    """Follows Deployment availability into status beside the event handlers. A Deployment event only marks its
+    serving; a few writers take the marked servings in turn and judge each from the watches as they are at that
+    moment. A serving marked again before its turn is written once, so a burst of Deployment status updates
+    (created, scaled, pods ready) costs one status write per actual change, and an event handler does not wait
+    for the API server (thousands of them waiting would each hold their event and its handler's state)."""
+
+    def __init__(self, client: kube.Kube, cache: indexes.Cache, writers: int = AVAILABILITY_WRITERS) -> None:
+        self.client, self.cache, self.writers = client, cache, writers
+        self.marked: dict[indexes.ServingKey, None] = {}  # in order of marking
+        self.ready = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def mark(self, key: indexes.ServingKey) -> None:
+        self.marked[key] = None
+        self.ready.set()
+        if not self.tasks:
+            self.tasks = [asyncio.create_task(self._writer(), name=f"specserve-availability-{i}") for i in range(self.writers)]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks = []
+
+    async def _writer(self) -> None:
+        while True:
+            if not self.marked:
+                self.ready.clear()
+                await self.ready.wait()
+                continue
+            key = next(iter(self.marked))
+            del self.marked[key]
+            try:
+                await self.follow(key)
+            except API_UNREACHABLE as error:
+                # The health loop writes the phase the watched Deployments give at its next poll (its safety net).
+                logging.getLogger("specserve.availability").warning("could not follow the availability of %s/%s: %s", *key, applying.short_error(error))
+            except Exception:  # noqa: BLE001 - one serving's surprise must not stop following the others
+                logging.getLogger("specserve.availability").exception("following the availability of %s/%s failed", *key)
+
+    async def follow(self, key: indexes.ServingKey) -> None:
+        serving = self.cache.serving(*key)
+        if serving is None or serving["metadata"].get("deletionTimestamp") or refused(serving):
+            return
+        try:
+            spec = api.SpeculativeServingSpec.model_validate(serving.get("spec") or {})
+        except pydantic.ValidationError:
+            return
+        await refresh_availability(self.client, serving, spec, decision_state(spec, serving.get("status") or {}), self.cache)
 
 
 def _status_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:

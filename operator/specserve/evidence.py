@@ -17,6 +17,10 @@ COMPARABLE_BATCH_RATIO = 2.0  # speculative and baseline replicas whose batch si
 VERDICT_WEIGHT = 0.3  # weight of a new window in a bucket's verdict (moving average)
 FORGET_BELOW = 0.05  # a verdict whose decayed weight falls below this is forgotten
 UNSEEN_WEIGHT = 0.01  # weight of a bucket no measured window fell in, when ranges are merged
+# vLLM's TPOT histogram starts with a bucket up to 10 ms: two quantiles inside it are interpolated from ranks alone
+# (a P50 reads 5 ms, a P99 9.9 ms, whatever the latencies), so comparing them measures nothing.
+TPOT_RESOLUTION_SECONDS = 0.01
+TTFT_RESOLUTION_SECONDS = 0.001  # the TTFT histogram's first bucket
 
 Range = goodput.Range
 
@@ -41,21 +45,23 @@ def measure(
     k: int,
     p50: float | None, baseline_p50: float | None,
     batch_size: float | None, baseline_batch_size: float | None,
-    tails: Sequence[tuple[float | None, float | None]], allowed_ratio: float,
+    tails: Sequence[tuple[float | None, float | None, float, float]],
 ) -> Measurement | None:
-    """The speedup this window measured, or None when the baseline is missing or not comparable.
+    """The speedup this window measured, or None when the baseline is missing, not comparable, or both medians sit in
+    the TPOT histogram's first bucket.
 
-    tails: (speculative P99, baseline P99) pairs; a tail worse than the baseline's by more than allowed_ratio
-    makes the speedup fall below 1 whatever the median says.
+    tails: (speculative P99, baseline P99, resolution, allowed ratio); a tail worse than the baseline's by more than
+    its allowed ratio makes the speedup fall below 1 whatever the median says. Quantiles that both sit below the
+    histogram's resolution (its first bucket) are not compared.
     """
-    if not p50 or not baseline_p50 or p50 <= 0 or baseline_p50 <= 0:
+    if not p50 or not baseline_p50 or p50 <= 0 or baseline_p50 <= 0 or max(p50, baseline_p50) <= TPOT_RESOLUTION_SECONDS:
         return None
     if batch_size is not None and baseline_batch_size is not None:
         low, high = sorted((max(batch_size, 1e-9), max(baseline_batch_size, 1e-9)))
         if high / low > COMPARABLE_BATCH_RATIO:
             return None
     median = baseline_p50 / p50
-    allowances = [base / p99 * allowed_ratio for p99, base in tails if p99 and base and p99 > 0 and base > 0]
+    allowances = [base / p99 * ratio for p99, base, resolution, ratio in tails if p99 and base and p99 > 0 and base > 0 and max(p99, base) > resolution]
     tail = min(allowances) if allowances else None
     return Measurement(batch_size, k, min(median, tail) if tail is not None else median, median, tail)
 

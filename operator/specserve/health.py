@@ -170,8 +170,9 @@ def evaluate(body: dict[str, Any], spec: api.SpeculativeServingSpec, result: Pol
         "health": health_status(kept, spec, now),
         "observation": observation_status(observation, role, now),
         "conditions": _conditions(decision, observation, body["metadata"].get("generation")),
-        "recommendation": recommendation_status(decision, now),
     }
+    if decision.plan is not None:  # while nothing is measured (a hold, speculation off) the last one stays, with its time
+        patch["recommendation"] = recommendation_status(decision, now)
     record = _record(decision, kept if enforced else decision.state, enforced, now)
     decisions = list(status.get("decisions") or [])
     if decision.changes or not decisions or decisions[-1].get("action") != decision.action:
@@ -205,7 +206,7 @@ def variant_model(spec: api.SpeculativeServingSpec, variant: str | None) -> str 
 def with_k_in_force(observation: policy.Observation, state: policy.State, setup: policy.Setup, hp: api.HealthPolicy, now: float) -> policy.Observation:
     """The k the configuration gives at the window's batch size, when the whole window ran under it; unknown when
     the last action falls inside the window (the policy then measures the window but does not learn from it)."""
-    if observation.batch_size is None or (state.last_action_at is not None and now - state.last_action_at < hp.window_seconds):
+    if observation.batch_size is None or (state.configured_at is not None and now - state.configured_at < hp.window_seconds):
         return observation
     return replace(observation, k=setup.k_at(state, observation.batch_size))
 
@@ -255,6 +256,7 @@ def state_from_status(spec: api.SpeculativeServingSpec, status: dict[str, Any]) 
         variant=variant,
         consecutive_breaches=int(health.get("consecutiveBreaches") or 0),
         last_action_at=parse_time(health.get("lastActionTime")),
+        configured_at=parse_time(health.get("configuredTime")),
         disabled_at=parse_time(health.get("disabledTime")),
         probation_delay=float(health.get("probationSeconds") or spec.health_policy.probation_seconds),
         on_probation=bool(health.get("onProbation")),
@@ -281,6 +283,7 @@ def health_status(state: policy.State, spec: api.SpeculativeServingSpec, now: fl
         last_evaluation_time=format_time(now),
         consecutive_breaches=state.consecutive_breaches,
         last_action_time=format_time(state.last_action_at),
+        configured_time=format_time(state.configured_at),
         disabled_time=format_time(state.disabled_at),
         probation_seconds=state.probation_delay,
         on_probation=state.on_probation,

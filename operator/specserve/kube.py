@@ -6,10 +6,11 @@ Thin wrapper over the official client; blocking calls run in a thread so Kopf's 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,13 @@ def new_api_client() -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient(configuration)
 
 
+def _revision(obj: dict[str, Any]) -> int:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 NO_CLUSTER = "no cluster configured: set KUBECONFIG or run in a pod"
 
 
@@ -97,6 +105,8 @@ class Kube:
     def __init__(self, client: kubernetes.client.ApiClient, threads: int = API_THREADS) -> None:
         self.client = client
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="specserve-api")
+        self._turns: dict[tuple[str, str], list[Any]] = {}  # per serving: [its status-write lock, writers waiting or writing]
+        self._written: dict[tuple[str, str], dict[str, Any]] = {}  # per serving: resourceVersion and status of this process's last status write
 
     def _call(self, method: str, path: str, body: Any = None, content_type: str | None = None, query: list[tuple[str, Any]] | None = None) -> Any:
         headers = {"Accept": "application/json"}
@@ -143,22 +153,63 @@ class Kube:
     ) -> dict[str, Any] | None:
         """Read the latest status, let build() derive the new fields from it, and write them guarded by the
         resourceVersion, retrying on conflict: concurrent writers never overwrite each other's conditions.
-        `known` (the serving as a watch last saw it) saves the first read; a conflict means it was stale."""
-        for attempt in range(attempts):
-            serving = known if attempt == 0 and known is not None else await self.get(SERVINGS, namespace, name)
-            if serving is None:
-                return None
-            fields = build(serving.get("status") or {})
-            if not fields:
-                return None
-            body = {"metadata": {"resourceVersion": serving["metadata"].get("resourceVersion")}, "status": fields}
-            try:
-                await self.call("PATCH", SERVINGS.path(namespace, name) + "/status", body=body, content_type=MERGE)
+        `known` (the serving as a watch last saw it) saves the first read; a conflict means it was stale.
+
+        This process's writers of one serving's status (reconcile, availability, health loop) take turns, and
+        each starts from the newest copy it knows: the watched one, or the API server's answer to this
+        process's own last status write when the watch has not delivered it yet. So a burst of Deployment
+        events costs one write per actual change (a writer whose change is already written finds nothing to
+        write) instead of a conflict, a GET and a retry per writer."""
+        key = (namespace, name)
+        async with self._status_turn(key):
+            for attempt in range(attempts):
+                serving = self._newest(key, known) if attempt == 0 and known is not None else None
+                if serving is None:
+                    serving = self._newest(key, await self.get(SERVINGS, namespace, name))
+                if serving is None:
+                    self._written.pop(key, None)
+                    return None
+                fields = build(serving.get("status") or {})
+                if not fields:
+                    return None
+                body = {"metadata": {"resourceVersion": serving["metadata"].get("resourceVersion")}, "status": fields}
+                try:
+                    answer = await self.call("PATCH", SERVINGS.path(namespace, name) + "/status", body=body, content_type=MERGE)
+                except ApiException as error:
+                    if error.status != 409:
+                        raise
+                    self._written.pop(key, None)  # someone else wrote since: only a fresh read is trusted now
+                    continue
+                if isinstance(answer, dict) and (answer.get("metadata") or {}).get("resourceVersion"):
+                    self._written[key] = {"metadata": {"resourceVersion": answer["metadata"]["resourceVersion"]}, "status": answer.get("status") or {}}
                 return fields
-            except ApiException as error:
-                if error.status != 409:
-                    raise
         raise ApiException(status=409, reason=f"status of {namespace}/{name} kept changing under {attempts} attempts")
+
+    @contextlib.asynccontextmanager
+    async def _status_turn(self, key: tuple[str, str]) -> AsyncIterator[None]:
+        """One status writer per serving at a time in this process; the lock is dropped when nobody waits."""
+        turn = self._turns.get(key)
+        if turn is None:
+            turn = self._turns[key] = [asyncio.Lock(), 0]
+        turn[1] += 1
+        try:
+            async with turn[0]:
+                yield
+        finally:
+            turn[1] -= 1
+            if turn[1] == 0:
+                self._turns.pop(key, None)
+
+    def _newest(self, key: tuple[str, str], seen: dict[str, Any] | None) -> dict[str, Any] | None:
+        """`seen` (watched or read), or this process's last written copy if that is newer. resourceVersions are
+        compared as numbers (etcd revisions); should that ever be wrong, the write conflicts and is read again."""
+        mine = self._written.get(key)
+        if seen is None or mine is None:
+            return seen
+        newer = _revision(mine) > _revision(seen)
+        if not newer:
+            self._written.pop(key, None)  # the watch has caught up with (or gone past) what this process wrote
+        return mine if newer else seen
 
     async def serves(self, group: str, version: str, plural: str) -> bool:
         """Whether the API server serves a resource (discovery), e.g. PodMonitors."""

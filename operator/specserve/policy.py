@@ -49,6 +49,7 @@ class State:
     variant: str | None = None
     consecutive_breaches: int = 0
     last_action_at: float | None = None
+    configured_at: float | None = None  # when the configuration in force was last changed (Observe mode changes nothing)
     disabled_at: float | None = None
     probation_delay: float | None = None  # current delay before re-enabling; doubles after a failed probation
     on_probation: bool = False
@@ -180,7 +181,7 @@ def _while_disabled(state: State, policy: api.HealthPolicy, now: float) -> Decis
     waited = now - state.disabled_at
     if waited < delay:
         return Decision("keep", f"speculation off; probation ends in {delay - waited:.0f}s", state)
-    enabled = replace(state, speculation=True, consecutive_breaches=0, last_action_at=now, disabled_at=None, on_probation=True, schedule=None)
+    enabled = replace(state, speculation=True, consecutive_breaches=0, last_action_at=now, configured_at=now, disabled_at=None, on_probation=True, schedule=None)
     return Decision("enable_speculation", f"probation of {delay:.0f}s over: speculation back on with the spec's k, judged afresh", enabled)
 
 
@@ -201,9 +202,9 @@ def _end_probation_if_survived(state: State, policy: api.HealthPolicy, now: floa
 def _stale_window(state: State, observation: Observation, policy: api.HealthPolicy, setup: Setup, now: float) -> str | None:
     """A window that still measures the previous configuration is not judged: one that began before the last
     action, or one that measured another k than the configuration now gives at its batch size."""
-    since = now - state.last_action_at if state.last_action_at is not None else None
+    since = now - state.configured_at if state.configured_at is not None else None
     if observation.k is None and since is not None and since < policy.window_seconds:
-        return f"the window of {policy.window_seconds}s began before the last action {since:.0f}s ago: it still measures the previous configuration"
+        return f"the window of {policy.window_seconds}s began before the configuration changed {since:.0f}s ago: it still measures the previous one"
     if observation.k is None or observation.batch_size is None:
         return None
     now_k = setup.k_at(state, observation.batch_size)
@@ -233,9 +234,8 @@ def _learn_speedup(state: State, observation: Observation, policy: api.HealthPol
     half_life = float(policy.learned_half_life_seconds)
     verdicts = evidence.remembered(state.verdicts, now, half_life)
     k = _k_in_window(state, observation, setup)
-    tails = [(observation.p99_tpot, observation.baseline_p99_tpot), (observation.p99_ttft, observation.baseline_p99_ttft)]
-    measurement = evidence.measure(k, observation.p50_tpot, observation.baseline_p50_tpot, observation.batch_size, observation.baseline_batch_size, tails, policy.p99_tpot_regression_ratio)
-    mixed = state.last_action_at is not None and now - state.last_action_at < policy.window_seconds
+    measurement = evidence.measure(k, observation.p50_tpot, observation.baseline_p50_tpot, observation.batch_size, observation.baseline_batch_size, _tails(observation, policy))
+    mixed = state.configured_at is not None and now - state.configured_at < policy.window_seconds
     if measurement is not None and measurement.batch_size is not None and not mixed:
         prior = goodput.speedup(measurement.batch_size, k, _per_position(observation, k), setup.proposer).speedup if k > 0 else 1.0
         verdicts = evidence.learn(verdicts, setup.table, measurement, prior, now, half_life)
@@ -283,21 +283,29 @@ def _breach(
 
 def _goodput_breach(policy: api.HealthPolicy, plan: evidence.Plan, measurement: evidence.Measurement | None) -> tuple[str | None, tuple[goodput.Range, ...] | None]:
     """With measured or learned speedup the goodput model decides: rewrite when the predicted gain clears the margin,
-    or whenever this window measured a slowdown against the baseline (median or tail) that the plan removes."""
+    or, whatever the gain, when this window's P99 TPOT or TTFT broke its allowed ratio over the baseline's while
+    speculating (the mixed-workload signature) and the plan changes that."""
     if not plan.changes:
         return None, None
-    slower = measurement is not None and measurement.speedup < 1.0
-    if plan.gain < policy.min_predicted_gain and not slower:
+    tail_broken = measurement is not None and measurement.k > 0 and measurement.tail is not None and measurement.tail < 1.0
+    if plan.gain < policy.min_predicted_gain and not tail_broken:
         return None, None
-    why = measurement.explain() + "; " if slower and measurement is not None else ""
+    why = measurement.explain() + "; " if measurement is not None and measurement.k > 0 and (tail_broken or measurement.speedup < 1.0) else ""
     return f"{why}goodput {plan.explain()} (margin {policy.min_predicted_gain:.0%})", (None if plan.all_off else plan.schedule.ranges)
 
 
+def _tails(observation: Observation, policy: api.HealthPolicy) -> list[tuple[float | None, float | None, float, float]]:
+    """(ours, the baseline's, histogram resolution, allowed ratio) for P99 TPOT and P99 TTFT."""
+    return [
+        (observation.p99_tpot, observation.baseline_p99_tpot, evidence.TPOT_RESOLUTION_SECONDS, policy.p99_tpot_regression_ratio),
+        (observation.p99_ttft, observation.baseline_p99_ttft, evidence.TTFT_RESOLUTION_SECONDS, policy.p99_ttft_regression_ratio),
+    ]
+
+
 def _tail_regression(observation: Observation, policy: api.HealthPolicy) -> str | None:
-    """P99 TPOT or TTFT worse than the baseline's beyond the allowed ratio: a breach at any acceptance."""
-    ratio = policy.p99_tpot_regression_ratio
-    for name, ours, theirs in (("TPOT", observation.p99_tpot, observation.baseline_p99_tpot), ("TTFT", observation.p99_ttft, observation.baseline_p99_ttft)):
-        if ours is not None and theirs and ours > theirs * ratio:
+    """P99 TPOT or TTFT worse than the baseline's beyond its allowed ratio: a breach at any acceptance."""
+    for (ours, theirs, resolution, ratio), name in zip(_tails(observation, policy), ("TPOT", "TTFT")):
+        if ours is not None and theirs and max(ours, theirs) > resolution and ours > theirs * ratio:
             acceptance = f"acceptance {observation.acceptance_rate:.3f} and " if observation.acceptance_rate is not None else ""
             return f"{acceptance}P99 {name} {ours * 1000:.1f}ms is {ours / theirs:.2f}x the baseline's {theirs * 1000:.1f}ms (limit {ratio:.2f}x)"
     return None
@@ -375,7 +383,7 @@ def _switch(state: State, observation: Observation, ladder: Ladder, now: float, 
     assert higher is not None
     fits = "" if ladder.fitting is None else f"; {higher} fits the GPU memory budget"
     # another checkpoint has other costs and acceptance: what was learned of the old one does not carry over
-    switched = replace(state, variant=higher, consecutive_breaches=0, last_action_at=now, verdicts=())
+    switched = replace(state, variant=higher, consecutive_breaches=0, last_action_at=now, configured_at=now, verdicts=())
     return Decision("switch_variant", f"{why}: stepping the target up from {state.variant} to {higher}{fits}", switched)
 
 
@@ -389,7 +397,7 @@ def _lowered_on_probation_over(state: State, policy: api.HealthPolicy, now: floa
 def _restore_spec_k(state: State, policy: api.HealthPolicy, setup: Setup, now: float) -> Decision:
     before = evidence.short(setup.ranges(state))
     waited = now - (state.last_action_at or now)
-    restored = replace(state, schedule=None, consecutive_breaches=0, last_action_at=now, on_probation=True)
+    restored = replace(state, schedule=None, consecutive_breaches=0, last_action_at=now, configured_at=now, on_probation=True)
     after = evidence.short(setup.ranges(restored))
     reason = f"k lowered {waited:.0f}s ago on acceptance alone, with no baseline to measure it: probation over, schedule {before} -> {after} (the spec's), judged afresh"
     return Decision("set_schedule", reason, restored)
@@ -405,7 +413,7 @@ def _reschedule(
     failed = ""
     if state.on_probation and not state.verdicts:  # the spec's k came back on probation and failed again
         delay, failed = min(delay * 2, float(policy.max_probation_seconds)), f" (probation failed, next delay {min(delay * 2, float(policy.max_probation_seconds)):.0f}s)"
-    rescheduled = replace(state, schedule=ranges, consecutive_breaches=0, last_action_at=now, probation_delay=delay, on_probation=False)
+    rescheduled = replace(state, schedule=ranges, consecutive_breaches=0, last_action_at=now, configured_at=now, probation_delay=delay, on_probation=False)
     reason = f"{why} for {policy.consecutive_breaches} consecutive evaluations: schedule {before} -> {after}{failed}"
     return Decision("set_schedule", reason, rescheduled, plan, estimate)
 
@@ -415,7 +423,7 @@ def _disable(state: State, policy: api.HealthPolicy, now: float, why: str) -> De
     if state.on_probation:
         delay = min(delay * 2, float(policy.max_probation_seconds))
     failed = " (probation failed, next delay doubled)" if state.on_probation else ""
-    disabled = replace(state, speculation=False, consecutive_breaches=0, last_action_at=now, disabled_at=now, probation_delay=delay, on_probation=False, schedule=None)
+    disabled = replace(state, speculation=False, consecutive_breaches=0, last_action_at=now, configured_at=now, disabled_at=now, probation_delay=delay, on_probation=False, schedule=None)
     reason = f"{why} for {policy.consecutive_breaches} consecutive evaluations: speculation off, retry in {max(delay, policy.cooldown_seconds):.0f}s{failed}"
     return Decision("disable_speculation", reason, disabled)
 

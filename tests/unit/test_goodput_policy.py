@@ -80,12 +80,12 @@ def test_rarely_accepted_late_positions_measured_against_a_baseline_lower_k_too(
 
 
 def test_healthy_and_faster_is_never_rewritten():
-    lines = trace(120, per_position_acceptance=per_token(0.8), batch_size=1, baseline_batch_size=1, p50_tpot=0.00293, baseline_p50_tpot=0.00469)
+    lines = trace(120, per_position_acceptance=per_token(0.8), batch_size=1, baseline_batch_size=1, p50_tpot=0.0187, baseline_p50_tpot=0.0300)
     assert rewrites(replayed(spec(), lines)) == []
 
 
 def test_a_draft_model_at_the_k_the_gpu_measurements_favour_is_not_rewritten():
-    lines = trace(120, acceptance_rate=0.72, per_position_acceptance=per_token(0.8, 2), batch_size=1, baseline_batch_size=1, p50_tpot=0.00408, baseline_p50_tpot=0.00469)
+    lines = trace(120, acceptance_rate=0.72, per_position_acceptance=per_token(0.8, 2), batch_size=1, baseline_batch_size=1, p50_tpot=0.0204, baseline_p50_tpot=0.0235)
     assert rewrites(replayed(spec({**DRAFT, "numSpeculativeTokens": 2}), lines)) == []
 
 
@@ -94,6 +94,18 @@ def test_a_window_that_measured_the_previous_k_is_not_judged():
     lines = trace(1, acceptance_rate=0.2, per_position_acceptance=per_token(0.3), batch_size=4, k=2)
     decisions = replayed(serving, lines)
     assert {d["action"] for d in decisions} == {"keep"} and "window measured k=2" in decisions[0]["reason"]
+
+
+def test_medians_inside_the_first_tpot_bucket_are_no_measurement():
+    lines = trace(20, acceptance_rate=0.76, batch_size=120, baseline_batch_size=120, p50_tpot=0.005, baseline_p50_tpot=0.005, p99_tpot=0.0099, baseline_p99_tpot=0.0099)
+    decisions = replayed(spec(DRAFT), lines)
+    assert rewrites(decisions) == [] and "[measured]" not in decisions[-1]["reason"]
+
+
+def test_a_raised_ttft_within_its_own_ratio_is_no_breach():
+    lines = trace(30, per_position_acceptance=per_token(0.8), batch_size=1, baseline_batch_size=1, p50_tpot=0.0187, baseline_p50_tpot=0.0300,
+                  p99_ttft=0.060, baseline_p99_ttft=0.035)
+    assert rewrites(replayed(spec(), lines)) == []
 
 
 def test_a_baseline_at_another_batch_size_is_no_measurement():
