@@ -7,7 +7,6 @@ same bucket, decayed with age), prior (the GPU calibration alone; it ranks k val
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -118,12 +117,13 @@ def estimator(verdicts: Sequence[Verdict], table: Sequence[goodput.Bucket], prio
     to the larger batch, where speculation pays less); the prior alone when nothing was measured."""
     index = {bucket.lo: i for i, bucket in enumerate(table)}
 
+    known = [v for v in verdicts if v.lo in index]
+    nearest = {
+        bucket.lo: min(known, key=lambda v: (abs(index[v.lo] - index[bucket.lo]), -v.lo)) if known else None for bucket in table
+    }
+
     def source(batch_size: float) -> Verdict | None:
-        here = index[bucket_of(table, batch_size).lo]
-        known = [v for v in verdicts if v.lo in index]
-        if not known:
-            return None
-        return min(known, key=lambda v: (abs(index[v.lo] - here), -v.lo))
+        return nearest[bucket_of(table, batch_size).lo]
 
     def estimate(batch_size: float, k: int) -> goodput.Estimate:
         base = prior(batch_size, k)
@@ -224,7 +224,3 @@ def canonical(steps: Sequence[tuple[int, int]]) -> tuple[Range, ...]:
         if not merged or merged[-1][1] != k:
             merged.append((lo, k))
     return tuple((lo, merged[i + 1][0] - 1 if i + 1 < len(merged) else lo, k) for i, (lo, k) in enumerate(merged))
-
-
-def finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any, Literal
 
@@ -461,9 +461,15 @@ Estimator = Callable[[float, int], Estimate]
 
 
 def prior_estimator(per_position: Sequence[float], proposer: Proposer) -> Estimator:
-    """S(b, k) from the priors for fixed per-position acceptance: the estimator build_schedule takes."""
-    rates = clean_per_position(per_position)
-    return lambda batch_size, k: speedup(batch_size, k, rates, proposer)
+    """S(b, k) from the priors for fixed per-position acceptance: the estimator build_schedule takes. Rates are
+    rounded to 0.01 (they only rank k), so a fleet's evaluations share the cached estimates."""
+    rates = tuple(round(rate, 2) for rate in clean_per_position(per_position))
+    return lambda batch_size, k: _cached_speedup(float(batch_size), k, rates, proposer)
+
+
+@lru_cache(maxsize=65536)
+def _cached_speedup(batch_size: float, k: int, rates: tuple[float, ...], proposer: Proposer) -> Estimate:
+    return speedup(batch_size, k, rates, proposer)
 
 
 def best_k(estimate: Estimator, batch_size: float, max_k: int, min_gain: float = 0.0) -> Estimate:
@@ -629,8 +635,23 @@ def prior_schedule(per_position: Sequence[float], proposer: Proposer, max_k: int
 
 
 def _at(values: Sequence[float], batch_size: float) -> float:
-    sizes = calibration().batch_sizes
-    return _interpolate([math.log(b) for b in sizes], list(values), math.log(max(batch_size, 1.0)))
+    """A per-batch-size parameter, linear in log batch size between the measured sizes and held outside them."""
+    index, fraction = _position(float(batch_size))
+    return values[index] if fraction == 0.0 else values[index] + fraction * (values[index + 1] - values[index])
+
+
+@lru_cache(maxsize=4096)
+def _position(batch_size: float) -> tuple[int, float]:
+    """Where a batch size falls among the measured ones: (index, fraction towards the next); the policy asks for the
+    same few bucket sizes for every serving, so this is computed once per size."""
+    xs = [math.log(b) for b in calibration().batch_sizes]
+    x = math.log(max(batch_size, 1.0))
+    if x <= xs[0]:
+        return 0, 0.0
+    if x >= xs[-1]:
+        return len(xs) - 1, 0.0
+    index = next(i for i in range(len(xs) - 1) if x <= xs[i + 1])
+    return index, (x - xs[index]) / (xs[index + 1] - xs[index])
 
 
 def _interpolate(xs: Sequence[float], ys: Sequence[float], x: float) -> float:

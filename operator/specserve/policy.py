@@ -249,7 +249,7 @@ def _plan(state: State, observation: Observation, policy: api.HealthPolicy, setu
     table = setup.table
     batch = observation.batch_size
     here = evidence.bucket_of(table, batch).lo if batch is not None else None
-    measured_here = here if measurement is not None and state.verdicts and any(v.lo == here and v.at == now for v in state.verdicts) else None
+    measured_here = here if measurement is not None and any(v.lo == here and v.at == now for v in state.verdicts) else None  # learned from this window
     estimate = evidence.estimator(state.verdicts, table, prior, measured_here)
     half_life = float(policy.learned_half_life_seconds)
     weights = {v.lo: v.weight(now, half_life) for v in state.verdicts}
