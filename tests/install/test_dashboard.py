@@ -94,3 +94,10 @@ def test_decisions_are_annotations() -> None:
     (annotation,) = dashboard()["annotations"]["list"]
     assert "specserve_decisions_total" in annotation["expr"] and annotation["enable"] is True
     assert "disable_speculation" in annotation["expr"] and "{{action}}" in annotation["titleFormat"]
+    assert "set_schedule" in annotation["expr"]
+
+
+def test_estimated_speedup_is_plotted_per_serving() -> None:
+    (panel,) = [p for p in panels() if p["title"] == "Estimated speedup"]
+    (target,) = panel["targets"]
+    assert 'specserve_estimated_speedup{namespace=~"$namespace", serving=~"$serving"}' in target["expr"]

@@ -6,6 +6,7 @@ Debian's promtool is built without Kubernetes service discovery, so the check sw
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -95,3 +96,28 @@ def test_the_first_example_on_a_cluster_needs_no_gpu() -> None:
     first = re.search(r"kubectl apply -f (manifests/examples/\S+)", quick_start_block("kubectl create namespace llm")).group(1)
     spec = load_example(ROOT / first)["spec"]
     assert spec["gpu"]["resourceName"] == "" and "simulator" in spec["engine"]["image"]
+
+
+def test_readme_worked_example_quotes_what_the_closed_loop_decides() -> None:
+    """The goodput model's worked example: the swinging-load loop of tests/unit/test_goodput_policy.py, run again."""
+    from specserve import evidence
+    from tests.unit.test_goodput_policy import spec, swinging_load
+
+    readme = (ROOT / "README.md").read_text()
+    example = readme[readme.index("Worked example:") : readme.index("### Metric labels")]
+    setup, state, decisions = swinging_load(spec())
+    (change,) = [d for d in decisions if d.changes]
+    assert f"```\n{change.reason}\n```" in example
+    summary = evidence.short(setup.ranges(state))
+    assert re.search(rf"^chat +Ready +On +{re.escape(summary)} ", example, re.M)
+    assert json.dumps(change.plan.schedule.as_vllm()) in example
+
+
+def test_operating_guide_lists_every_health_event_and_decision_action() -> None:
+    from specserve import health, telemetry
+
+    guide = (DOCS / "operating.md").read_text()
+    for type_, reason in health.EVENT_REASONS.values():
+        assert f"| {reason} | {type_} |" in guide, reason
+    assert f"action ({', '.join(telemetry.ACTIONS)})" in guide
+    assert "`specserve_estimated_speedup`" in guide
