@@ -273,11 +273,13 @@ def _breach(
         return f"P99 TPOT {p99 * 1000:.1f}ms above the limit {policy.max_p99_tpot_seconds * 1000:.1f}ms", None
     if policy.max_p99_ttft_seconds is not None and ttft is not None and ttft > policy.max_p99_ttft_seconds:
         return f"P99 TTFT {ttft * 1000:.1f}ms above the limit {policy.max_p99_ttft_seconds * 1000:.1f}ms", None
-    if state.verdicts and plan is not None:
-        return _goodput_breach(policy, plan, measurement)
+    if state.verdicts and plan is not None and measurement is not None:
+        return _goodput_breach(policy, plan, measurement)  # the tails are part of the measurement
     tail = _tail_regression(observation, policy)
     if tail:
         return tail, None
+    if state.verdicts and plan is not None:
+        return _goodput_breach(policy, plan, None)
     return _threshold_breach(state, observation, policy, setup)
 
 
