@@ -169,7 +169,10 @@ async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger, 
         kopf.event(body, type="Warning", reason="UnknownVariant", message=forgotten[:1024])
     if status.get("observedGeneration") != generation or (_find_condition(status, "Accepted") or {}).get("status") != "True":
         kopf.event(body, type="Normal", reason="Applied", message=f"applied {', '.join(applying.describe(o) for o in objects)}")
-    logger.info("reconciled generation %s: %s", generation, (written or {}).get("phase") or "already as rendered, status unchanged")
+    if written or done.written:
+        logger.info("reconciled generation %s: %s", generation, (written or {}).get("phase") or "status unchanged")
+    else:  # a resume over a serving as it should be: a line per serving at each start says nothing
+        logger.debug("reconciled generation %s: already as rendered, status unchanged", generation)
     return written
 
 

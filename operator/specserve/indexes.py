@@ -5,10 +5,12 @@ Reconcile, drift repair and the health loop read these instead of asking the API
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import kopf
+from kopf._cogs.aiokits import aiotoggles
 
 from specserve import api, render
 
@@ -103,3 +105,73 @@ class Cache:
     @classmethod
     def of(cls, kwargs: Mapping[str, Any]) -> "Cache":
         return cls(kwargs["servings_index"], kwargs["deployments_index"], kwargs["services_index"])
+
+
+# ---------------------------------------------------------------- Kopf's wait for the indexes at start-up, counted
+
+
+class CountedToggle(aiotoggles.Toggle):
+    """A toggle of a CountedToggleSet: tells its set when it flips."""
+
+    def __init__(self, state: bool = False, *, name: str | None = None, condition: asyncio.Condition | None = None, owner: "CountedToggleSet | None" = None) -> None:
+        super().__init__(state, name=name, condition=condition)
+        self._owner = owner
+
+    async def turn_to(self, state: bool) -> None:
+        async with self._condition:
+            if self._owner is not None and bool(state) != self._state and self in self._owner._toggles:
+                self._owner._off += -1 if state else 1
+            self._state = bool(state)
+            self._condition.notify_all()  # as Kopf's: waiters of this very toggle share the condition
+
+
+class CountedToggleSet(aiotoggles.ToggleSet):
+    """Kopf's ToggleSet with a count of the toggles that are off, waking its waiters only when its state flips.
+
+    Kopf holds every handler at start-up until every listed object has passed the index handlers: one toggle per
+    object in one set, and every worker waits on the set. Kopf's own set wakes every waiting worker at each toggle
+    made or dropped, and each woken worker checks every toggle again: with N objects some N x N x N steps (at
+    1,000 servings, 3,000 objects, it was most of the 27 s of CPU a restart took; at 5,000 it would take hours).
+    Here a toggle made or dropped costs O(1), and waiters wake once, when all are on."""
+
+    def __init__(self, fn: Callable[[Iterable[bool]], bool]) -> None:
+        super().__init__(fn)
+        self._off = 0
+
+    def is_on(self) -> bool:
+        if self._fn is all:
+            return self._off == 0
+        if self._fn is any:
+            return len(self._toggles) > self._off
+        return super().is_on()
+
+    async def make_toggle(self, __val: bool = False, *, name: str | None = None) -> aiotoggles.Toggle:
+        toggle = CountedToggle(__val, name=name, condition=self._condition, owner=self)
+        async with self._condition:
+            before = self.is_on()
+            self._toggles.add(toggle)
+            self._off += 0 if toggle.is_on() else 1
+            if self.is_on() != before:
+                self._condition.notify_all()
+        return toggle
+
+    async def drop_toggle(self, toggle: aiotoggles.Toggle) -> None:
+        await self.drop_toggles([toggle])
+
+    async def drop_toggles(self, toggles: Iterable[aiotoggles.Toggle]) -> None:
+        async with self._condition:
+            before = self.is_on()
+            for toggle in toggles:
+                if toggle in self._toggles:
+                    self._toggles.discard(toggle)
+                    self._off -= 0 if toggle.is_on() else 1
+            if self.is_on() != before:
+                self._condition.notify_all()
+
+
+def count_kopf_readiness() -> None:
+    """Make Kopf build its toggle sets (the wait for the indexes at start-up, the peering pause) as CountedToggleSets."""
+    aiotoggles.ToggleSet = CountedToggleSet  # type: ignore[misc]
+
+
+count_kopf_readiness()
