@@ -1,6 +1,8 @@
 """Runs the real `prometheus` binary on loopback for tests and benchmarks, scraping given targets.
 
-Targets carry namespace/serving/role labels the way the documented plain-Prometheus relabel rules produce them.
+Targets carry namespace/serving/role labels the way the documented plain-Prometheus relabel rules produce them:
+fixed ones (`targets`), and/or a file_sd target file that someone else keeps current (`file_sd`, e.g. the pod
+runner's, tests/support/pod_runner.py), which Prometheus re-reads when it changes.
 """
 
 from __future__ import annotations
@@ -44,10 +46,14 @@ class Target:
 
 
 class Prometheus:
-    def __init__(self, workdir: Path, targets: list[Target], scrape_interval: str = "1s", rule_groups: list[dict] | None = None) -> None:
-        """rule_groups: recording and alerting rule groups (a PrometheusRule's spec.groups) to evaluate."""
+    def __init__(
+        self, workdir: Path, targets: list[Target], scrape_interval: str = "1s", rule_groups: list[dict] | None = None, file_sd: Path | None = None,
+    ) -> None:
+        """rule_groups: recording and alerting rule groups (a PrometheusRule's spec.groups) to evaluate; file_sd: a JSON
+        file_sd target file (a list of {"targets": [...], "labels": {...}}) scraped in the same job as `targets`."""
         self.binary = require("prometheus")
         self.workdir, self.targets, self.scrape_interval = workdir, targets, scrape_interval
+        self.file_sd = file_sd
         self.rule_groups = rule_groups or []
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -58,11 +64,12 @@ class Prometheus:
         return f"http://127.0.0.1:{self.port}"
 
     def config(self) -> dict:
+        job = {"job_name": "vllm", "honor_labels": True, "static_configs": [{"targets": [t.address], "labels": t.labels} for t in self.targets]}
+        if self.file_sd is not None:
+            job["file_sd_configs"] = [{"files": [str(self.file_sd)], "refresh_interval": "5s"}]  # inotify sees changes at once; this is the fallback
         config = {
             "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
-            "scrape_configs": [
-                {"job_name": "vllm", "honor_labels": True, "static_configs": [{"targets": [t.address], "labels": t.labels} for t in self.targets]}
-            ],
+            "scrape_configs": [job],
         }
         if self.rule_groups:
             config["rule_files"] = [str(self.workdir / "rules.yml")]
