@@ -7,6 +7,7 @@ same bucket, decayed with age), prior (the GPU calibration alone; it ranks k val
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -16,10 +17,21 @@ COMPARABLE_BATCH_RATIO = 2.0  # speculative and baseline replicas whose batch si
 VERDICT_WEIGHT = 0.3  # weight of a new window in a bucket's verdict (moving average)
 FORGET_BELOW = 0.05  # a verdict whose decayed weight falls below this is forgotten
 UNSEEN_WEIGHT = 0.01  # weight of a bucket no measured window fell in, when ranges are merged
-# vLLM's TPOT histogram starts with a bucket up to 10 ms: two quantiles inside it are interpolated from ranks alone
-# (a P50 reads 5 ms, a P99 9.9 ms, whatever the latencies), so comparing them measures nothing.
-TPOT_RESOLUTION_SECONDS = 0.01
-TTFT_RESOLUTION_SECONDS = 0.001  # the TTFT histogram's first bucket
+Bounds = Sequence[float]  # a histogram's bucket upper bounds, increasing
+
+
+UNRESOLVED_WITHIN = 0.02  # two quantiles of one bucket closer than this (relative) are read as unresolved
+
+
+def unresolved(a: float, b: float, bounds: Bounds) -> bool:
+    """Whether two quantiles of one histogram cannot be compared. Inside a bucket a quantile is interpolated from
+    ranks alone: two distributions wholly inside one bucket read the same value whatever their latencies (vLLM's
+    first TPOT bucket ends at 10 ms: a P50 there reads 5 ms, a P99 9.9 ms; in the 10-25 ms bucket both read 17.5).
+    So both in the first bucket, or both in one bucket at (nearly) the same value, is no measurement."""
+    bucket = bisect.bisect_left(bounds, a)
+    if bucket != bisect.bisect_left(bounds, b):
+        return False
+    return bucket == 0 or abs(a - b) <= UNRESOLVED_WITHIN * max(a, b)
 
 Range = goodput.Range
 
@@ -44,23 +56,23 @@ def measure(
     k: int,
     p50: float | None, baseline_p50: float | None,
     batch_size: float | None, baseline_batch_size: float | None,
-    tails: Sequence[tuple[float | None, float | None, float, float]],
+    tails: Sequence[tuple[float | None, float | None, Bounds, float]], tpot_bounds: Bounds,
 ) -> Measurement | None:
-    """The speedup this window measured, or None when the baseline is missing, not comparable, or both medians sit in
-    the TPOT histogram's first bucket.
+    """The speedup this window measured, or None when the baseline is missing, not comparable, or the two medians
+    are unresolved by the TPOT histogram.
 
-    tails: (speculative P99, baseline P99, resolution, allowed ratio); a tail worse than the baseline's by more than
-    its allowed ratio makes the speedup fall below 1 whatever the median says. Quantiles that both sit below the
-    histogram's resolution (its first bucket) are not compared.
+    tails: (speculative P99, baseline P99, histogram bounds, allowed ratio); a tail worse than the baseline's by more
+    than its allowed ratio makes the speedup fall below 1 whatever the median says. Unresolved quantiles are not
+    compared.
     """
-    if not p50 or not baseline_p50 or p50 <= 0 or baseline_p50 <= 0 or max(p50, baseline_p50) <= TPOT_RESOLUTION_SECONDS:
+    if not p50 or not baseline_p50 or p50 <= 0 or baseline_p50 <= 0 or unresolved(p50, baseline_p50, tpot_bounds):
         return None
     if batch_size is not None and baseline_batch_size is not None:
         low, high = sorted((max(batch_size, 1e-9), max(baseline_batch_size, 1e-9)))
         if high / low > COMPARABLE_BATCH_RATIO:
             return None
     median = baseline_p50 / p50
-    allowances = [base / p99 * ratio for p99, base, resolution, ratio in tails if p99 and base and p99 > 0 and base > 0 and max(p99, base) > resolution]
+    allowances = [base / p99 * ratio for p99, base, bounds, ratio in tails if p99 and base and p99 > 0 and base > 0 and not unresolved(p99, base, bounds)]
     tail = min(allowances) if allowances else None
     return Measurement(batch_size, k, min(median, tail) if tail is not None else median, median, tail)
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from specserve import api, evidence, goodput
+from specserve import api, evidence, goodput, vllm
 
 Action = Literal["hold", "keep", "disable_speculation", "switch_variant", "enable_speculation", "set_schedule"]
 CHANGES: frozenset[str] = frozenset({"disable_speculation", "switch_variant", "enable_speculation", "set_schedule"})
@@ -234,7 +234,9 @@ def _learn_speedup(state: State, observation: Observation, policy: api.HealthPol
     half_life = float(policy.learned_half_life_seconds)
     verdicts = evidence.remembered(state.verdicts, now, half_life)
     k = _k_in_window(state, observation, setup)
-    measurement = evidence.measure(k, observation.p50_tpot, observation.baseline_p50_tpot, observation.batch_size, observation.baseline_batch_size, _tails(observation, policy))
+    measurement = evidence.measure(
+        k, observation.p50_tpot, observation.baseline_p50_tpot, observation.batch_size, observation.baseline_batch_size, _tails(observation, policy), vllm.TPOT_BUCKETS,
+    )
     mixed = state.configured_at is not None and now - state.configured_at < policy.window_seconds
     if measurement is not None and measurement.batch_size is not None and not mixed:
         prior = goodput.speedup(measurement.batch_size, k, _per_position(observation, k), setup.proposer).speedup if k > 0 else 1.0
@@ -296,18 +298,18 @@ def _goodput_breach(policy: api.HealthPolicy, plan: evidence.Plan, measurement: 
     return f"{why}goodput {plan.explain()} (margin {policy.min_predicted_gain:.0%})", (None if plan.all_off else plan.schedule.ranges)
 
 
-def _tails(observation: Observation, policy: api.HealthPolicy) -> list[tuple[float | None, float | None, float, float]]:
-    """(ours, the baseline's, histogram resolution, allowed ratio) for P99 TPOT and P99 TTFT."""
+def _tails(observation: Observation, policy: api.HealthPolicy) -> list[tuple[float | None, float | None, evidence.Bounds, float]]:
+    """(ours, the baseline's, the histogram's bucket bounds, allowed ratio) for P99 TPOT and P99 TTFT."""
     return [
-        (observation.p99_tpot, observation.baseline_p99_tpot, evidence.TPOT_RESOLUTION_SECONDS, policy.p99_tpot_regression_ratio),
-        (observation.p99_ttft, observation.baseline_p99_ttft, evidence.TTFT_RESOLUTION_SECONDS, policy.p99_ttft_regression_ratio),
+        (observation.p99_tpot, observation.baseline_p99_tpot, vllm.TPOT_BUCKETS, policy.p99_tpot_regression_ratio),
+        (observation.p99_ttft, observation.baseline_p99_ttft, vllm.TTFT_BUCKETS, policy.p99_ttft_regression_ratio),
     ]
 
 
 def _tail_regression(observation: Observation, policy: api.HealthPolicy) -> str | None:
     """P99 TPOT or TTFT worse than the baseline's beyond its allowed ratio: a breach at any acceptance."""
-    for (ours, theirs, resolution, ratio), name in zip(_tails(observation, policy), ("TPOT", "TTFT")):
-        if ours is not None and theirs and max(ours, theirs) > resolution and ours > theirs * ratio:
+    for (ours, theirs, bounds, ratio), name in zip(_tails(observation, policy), ("TPOT", "TTFT")):
+        if ours is not None and theirs and not evidence.unresolved(ours, theirs, bounds) and ours > theirs * ratio:
             acceptance = f"acceptance {observation.acceptance_rate:.3f} and " if observation.acceptance_rate is not None else ""
             return f"{acceptance}P99 {name} {ours * 1000:.1f}ms is {ours / theirs:.2f}x the baseline's {theirs * 1000:.1f}ms (limit {ratio:.2f}x)"
     return None

@@ -102,6 +102,18 @@ def test_medians_inside_the_first_tpot_bucket_are_no_measurement():
     assert rewrites(decisions) == [] and "[measured]" not in decisions[-1]["reason"]
 
 
+def test_medians_read_at_one_value_inside_a_wider_bucket_are_no_measurement():
+    lines = trace(20, acceptance_rate=0.76, batch_size=2, baseline_batch_size=2, p50_tpot=0.0175, baseline_p50_tpot=0.0175, p99_ttft=0.24, baseline_p99_ttft=0.24)
+    decisions = replayed(spec(DRAFT), lines)
+    assert rewrites(decisions) == [] and "[measured]" not in decisions[-1]["reason"]
+
+
+def test_quantiles_in_different_buckets_are_compared():
+    assert not evidence.unresolved(0.030, 0.060, (0.01, 0.025, 0.05, 0.075))
+    assert evidence.unresolved(0.004, 0.009, (0.01, 0.025, 0.05, 0.075))
+    assert not evidence.unresolved(0.030, 0.048, (0.01, 0.025, 0.05, 0.075))
+
+
 def test_a_raised_ttft_within_its_own_ratio_is_no_breach():
     lines = trace(30, per_position_acceptance=per_token(0.8), batch_size=1, baseline_batch_size=1, p50_tpot=0.0187, baseline_p50_tpot=0.0300,
                   p99_ttft=0.060, baseline_p99_ttft=0.035)
