@@ -147,6 +147,8 @@ class PodRunner:
     max_pods: int = 110
     is_simulator: Callable[[dict[str, Any]], bool] = runs_simulator
     history: list[Process] = field(default_factory=list)
+    # what runs the simulator, before its args: a benchmark may wrap it (e.g. to record every finished request)
+    command_prefix: list[str] = field(default_factory=lambda: [sys.executable, "-m", "specserve.simulator"])
 
     def __post_init__(self) -> None:
         from kubernetes import client, config
@@ -380,7 +382,7 @@ class PodRunner:
         with self._lock:
             extra = list(self.sim_args.get(role, []))
         container_args = list(container.get("args") or [])
-        command = [sys.executable, "-m", "specserve.simulator", *local_args(container_args, port), *extra]
+        command = [*self.command_prefix, *local_args(container_args, port), *extra]
         env = {**os.environ, **{e["name"]: e["value"] for e in container.get("env") or [] if e.get("value") is not None and e["name"].startswith("SPECSERVE_SIM_")}}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "operator"), env.get("PYTHONPATH")]))
         log_path = self.logs / f"{pod.namespace}_{pod.name}_{pod.restarts}.log"
