@@ -18,6 +18,7 @@ Action = Literal["hold", "keep", "disable_speculation", "switch_variant", "enabl
 CHANGES: frozenset[str] = frozenset({"disable_speculation", "switch_variant", "enable_speculation", "set_schedule"})
 HEALTHY = "healthy"  # how the reason of a keep without any breach starts
 REFERENCE_WEIGHT = 0.3  # weight of the newest sample in a variant's reference acceptance (EWMA)
+MIN_MEASURED_REQUESTS = 50  # requests a window must hold before its TPOT quantiles count as a measurement
 
 
 @dataclass(frozen=True)
@@ -237,6 +238,8 @@ def _learn_speedup(state: State, observation: Observation, policy: api.HealthPol
     measurement = evidence.measure(
         k, observation.p50_tpot, observation.baseline_p50_tpot, observation.batch_size, observation.baseline_batch_size, _tails(observation, policy), vllm.TPOT_BUCKETS,
     )
+    if observation.request_rate is not None and observation.request_rate * policy.window_seconds < MIN_MEASURED_REQUESTS:
+        measurement = None  # a median of a handful of requests read through histogram buckets is noise, not evidence
     mixed = state.configured_at is not None and now - state.configured_at < policy.window_seconds
     if measurement is not None and measurement.batch_size is not None and not mixed:
         prior = goodput.speedup(measurement.batch_size, k, _per_position(observation, k), setup.proposer).speedup if k > 0 else 1.0

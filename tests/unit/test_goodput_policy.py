@@ -114,6 +114,12 @@ def test_quantiles_in_different_buckets_are_compared():
     assert not evidence.unresolved(0.030, 0.048, (0.01, 0.025, 0.05, 0.075))
 
 
+def test_a_window_of_a_few_requests_is_no_measurement():
+    lines = trace(20, acceptance_rate=0.76, batch_size=2, baseline_batch_size=2, p50_tpot=0.040, baseline_p50_tpot=0.020, request_rate=0.1)
+    decisions = replayed(spec(DRAFT), lines)
+    assert rewrites(decisions) == [] and "[measured]" not in decisions[-1]["reason"]
+
+
 def test_a_raised_ttft_within_its_own_ratio_is_no_breach():
     lines = trace(30, per_position_acceptance=per_token(0.8), batch_size=1, baseline_batch_size=1, p50_tpot=0.0187, baseline_p50_tpot=0.0300,
                   p99_ttft=0.060, baseline_p99_ttft=0.035)
