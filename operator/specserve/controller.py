@@ -118,8 +118,13 @@ async def reconcile_serving(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logge
     TELEMETRY.set_serving(body["metadata"]["namespace"], body["metadata"]["name"], phase=written.get("phase"), speculation=speculation != "Off")
 
 
-@kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL, optional=True)
-async def forget_serving(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
+async def forget_serving(type: str | None, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """Once a serving is gone, forget its gauges and what was applied for it. A watch event, not a deletion
+    handler: a deletion handler would need a finalizer on every serving, and nothing here must block deletion
+    (its objects go with it by their owner references)."""
+    if type != "DELETED":
+        return
     TELEMETRY.forget_serving(namespace, name)
     applying.ledger_of(memo).forget_serving(namespace, name)
 

@@ -31,8 +31,8 @@ PROBE_EVERY = 20  # poll cycles between asking Prometheus whether the recording 
 class Poller:
     """Polls Prometheus once per interval for every subscribed serving; idle when nobody subscribes.
 
-    Servings are subscribed while this replica's health loop judges them (Kopf stops that when a peer
-    operator takes over), so only the active operator of several replicas ever queries Prometheus.
+    Servings are subscribed while this replica's health loop judges them (none while peering pauses the
+    replica), so only the active operator of several replicas ever queries Prometheus.
     Each result goes to `results`; a newer one replaces one not yet taken.
     """
 

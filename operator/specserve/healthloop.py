@@ -1,7 +1,7 @@
 """The health loop: one task judges every serving this replica is active for, once per Prometheus poll.
 
-Kopf says which servings are active: a daemon per serving only registers it while Kopf runs it (Kopf stops
-daemons when the serving goes away or a peer replica takes over). Bodies come from the servings index.
+Members are the servings in Kopf's servings index; a replica that peering has paused judges none (Kopf stops
+its watches, so its index goes stale). No per-serving daemon: no task, body copy or finalizer per serving.
 """
 
 from __future__ import annotations
@@ -29,16 +29,14 @@ class HealthLoop:
 
     def __init__(self, poller: health.Poller, memo: kopf.Memo) -> None:
         self.poller, self.memo = poller, memo
-        self.active: set[indexes.ServingKey] = set()
         self.evaluated: dict[indexes.ServingKey, float] = {}  # when each was last judged, whether or not written
         self.cache: indexes.Cache | None = None
         self.task: asyncio.Task[None] | None = None
 
-    def join(self, key: indexes.ServingKey) -> None:
-        self.active.add(key)
-        self._subscribe(key)
+    def ensure_running(self) -> None:
+        """Start the loop if it is not running. Called from a Kopf handler, so that the task inherits the
+        context kopf.event() needs (Kopf sets it for handlers, not for start-up activities)."""
         if self.task is None or self.task.done():
-            # Started from a Kopf daemon, not at start-up: the task inherits the context kopf.event() needs.
             self.task = asyncio.create_task(self.run(), name="specserve-health-loop")
 
     async def stop(self) -> None:
@@ -46,14 +44,15 @@ class HealthLoop:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
 
-    def leave(self, key: indexes.ServingKey) -> None:
-        self.active.discard(key)
-        self.evaluated.pop(key, None)
-        self.poller.unsubscribe(*key)
+    def members(self) -> list[indexes.ServingKey]:
+        """The servings this replica judges now: all it watches, none while peering pauses it."""
+        if self.cache is None or indexes.operator_paused():
+            return []
+        return sorted(self.cache.servings)
 
     async def run(self) -> None:
         while True:
-            self._subscribe_all()  # a serving accepted since the last poll is queried from the next one on
+            self.subscribe_members()  # a serving accepted since the last poll is queried from the next one on
             try:
                 result = await asyncio.wait_for(self.poller.results.get(), timeout=self.poller.interval)
             except asyncio.TimeoutError:
@@ -61,18 +60,24 @@ class HealthLoop:
             await self.cycle(result)
 
     async def cycle(self, result: health.PollResult) -> None:
-        """Judge every active serving against one poll."""
+        """Judge every member against one poll."""
         limit = asyncio.Semaphore(CONCURRENT_WRITES)
 
         async def one(key: indexes.ServingKey) -> None:
             async with limit:
                 await self.judge(key, result)
 
-        await asyncio.gather(*(one(key) for key in sorted(self.active)))
+        await asyncio.gather(*(one(key) for key in self.members()))
 
-    def _subscribe_all(self) -> None:
-        for key in list(self.active):
+    def subscribe_members(self) -> None:
+        """Subscribe every accepted member at its window; forget servings that are gone or no longer ours."""
+        members = self.members()
+        for key in members:
             self._subscribe(key)
+        for key in set(self.poller.subscribers).difference(members):
+            self.poller.unsubscribe(*key)
+        for key in set(self.evaluated).difference(members):
+            del self.evaluated[key]
 
     async def judge(self, key: indexes.ServingKey, result: health.PollResult) -> None:
         snapshot = self.cache.serving(*key) if self.cache is not None else None
@@ -121,18 +126,6 @@ def _spec_of(snapshot: dict[str, Any] | None) -> api.SpeculativeServingSpec | No
         return api.SpeculativeServingSpec.model_validate(snapshot.get("spec") or {})
     except pydantic.ValidationError:
         return None
-
-
-@kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_timeout=10)
-async def health_membership(stopped: kopf.DaemonStopped, namespace: str, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Registers the serving with the health loop while Kopf runs this daemon for it."""
-    loop: HealthLoop = memo["health_loop"]
-    loop.cache = indexes.Cache.of(kwargs)
-    loop.join((namespace, name))
-    try:
-        await stopped.wait()
-    finally:
-        loop.leave((namespace, name))
 
 
 async def act_on_health(body: dict[str, Any], spec: api.SpeculativeServingSpec, result: health.PollResult, memo: kopf.Memo, logger: logging.Logger) -> None:

@@ -1,4 +1,5 @@
-"""Uninstalling specserve on a real API server: the documented order, and the documented way out when the operator went first.
+"""Uninstalling specserve on a real API server: the documented order, no finalizer of ours on a serving, and the
+documented way out for servings an earlier operator left with Kopf's finalizer.
 
 Both delete the SpeculativeServing CRD, cluster-wide: this module sorts after the other e2e modules, and every test re-installs the CRD, Established, before it ends.
 """
@@ -47,7 +48,7 @@ def test_documented_kustomize_uninstall_deletes_the_servings_first_and_nothing_h
         kubectl("apply", "--server-side", "-k", "manifests/")
         # The operator as a process plays the Deployment's pod (nothing runs pods here): it stops once the Deployment is deleted.
         with running_operator("uninstall-ordered", ["--namespace", namespace]) as operator:
-            servings_ready_with_finalizer(kube, namespace)
+            servings_ready(kube, namespace)
             left_when_the_operator_stopped: list[set[str]] = []
 
             def operator_follows_its_deployment() -> None:
@@ -69,14 +70,28 @@ def test_documented_kustomize_uninstall_deletes_the_servings_first_and_nothing_h
             kubectl("apply", "--server-side", "-f", "-", stdin=yaml_stream([o for o in built if key(o) in before]))
 
 
-def test_crd_deletion_after_the_operator_is_gone_hangs_until_the_documented_command_releases_the_servings(kube: k.Kube, crd_restored: None) -> None:
+def test_the_operator_leaves_no_finalizer_and_removes_the_one_an_earlier_operator_left(kube: k.Kube, crd_installed: dict[str, Any]) -> None:
+    namespace = new_namespace(kube, "e2e-finalizer")
+    try:
+        create(kube, namespace, with_legacy_finalizer(serving(name="old", gpu={"count": 1, "product": "L40S"})))
+        with running_operator("finalizer", ["--namespace", namespace]):
+            servings_ready(kube, namespace)
+            eventually(lambda: not get(kube, k.SERVINGS, namespace, "old")["metadata"].get("finalizers"), timeout=30)
+        kube._call("DELETE", k.SERVINGS.path(namespace, "one"))  # no operator runs: nothing to wait for
+        eventually(lambda: get(kube, k.SERVINGS, namespace, "one") is None, timeout=10)
+    finally:
+        release_every_serving(kube)
+        kubectl("delete", "namespace", namespace, "--ignore-not-found", "--timeout=90s")
+
+
+def test_servings_left_with_an_earlier_operators_finalizer_hang_the_crd_deletion_until_the_documented_command_releases_them(kube: k.Kube, crd_restored: None) -> None:
     commands = documented_commands("If the uninstall hangs", "finalizers")
     namespace = new_namespace(kube, "e2e-uninstall")
     try:
         with running_operator("uninstall-hang", ["--namespace", namespace]):
-            servings_ready_with_finalizer(kube, namespace)
-        # The operator is gone; its finalizer stays on every serving.
-        assert all(KOPF_FINALIZER in get(kube, k.SERVINGS, namespace, name)["metadata"]["finalizers"] for name in SERVINGS)
+            servings_ready(kube, namespace)
+        for name in SERVINGS:  # as an operator from before December 2026 left them
+            kube._call("PATCH", k.SERVINGS.path(namespace, name), body=with_legacy_finalizer({}), content_type=k.MERGE)
 
         stuck = kubectl("delete", "crd", SERVING_CRD, "--timeout=5s", check=False)
         assert stuck.returncode != 0 and "timed out" in stuck.stderr, stuck.stdout + stuck.stderr
@@ -98,12 +113,16 @@ def test_crd_deletion_after_the_operator_is_gone_hangs_until_the_documented_comm
         kubectl("delete", "namespace", namespace, "--ignore-not-found", "--timeout=90s")
 
 
-def servings_ready_with_finalizer(kube: k.Kube, namespace: str) -> None:
+def servings_ready(kube: k.Kube, namespace: str) -> None:
     for name in SERVINGS:
         create(kube, namespace, serving(name=name, gpu={"count": 1, "product": "L40S"}))
     for name in SERVINGS:
         eventually(lambda: status_of(kube, namespace, name).get("phase") == "Ready", timeout=60)
-        assert KOPF_FINALIZER in get(kube, k.SERVINGS, namespace, name)["metadata"]["finalizers"]
+        assert not get(kube, k.SERVINGS, namespace, name)["metadata"].get("finalizers")
+
+
+def with_legacy_finalizer(body: dict[str, Any]) -> dict[str, Any]:
+    return {**body, "metadata": {**body.get("metadata", {}), "finalizers": [KOPF_FINALIZER]}}
 
 
 def servings_left(kube: k.Kube, namespace: str) -> set[str]:

@@ -1,0 +1,55 @@
+"""Who the health loop judges: every serving in the servings index, none while Kopf's peering pauses the replica."""
+
+from __future__ import annotations
+
+import asyncio
+
+import kopf
+from kopf._cogs.aiokits import aiotoggles
+
+from specserve import health, healthloop, indexes, metrics
+from tests.helpers import serving
+
+
+def snapshot(name: str, namespace: str = "team") -> dict:
+    body = serving(name=name, gpu={"count": 1, "product": "L40S"})
+    body["metadata"].update(namespace=namespace, generation=1, uid=f"uid-{name}")
+    body["status"] = {"observedGeneration": 1, "conditions": [{"type": "Accepted", "status": "True", "reason": "Applied", "message": "", "observedGeneration": 1}]}
+    return indexes.serving_snapshot(body)
+
+
+def loop_over(*names: str) -> healthloop.HealthLoop:
+    poller = health.Poller(lambda *_: {}, metrics.Labels("namespace", "serving", "role"), 15)
+    loop = healthloop.HealthLoop(poller, kopf.Memo())
+    loop.cache = indexes.Cache({("team", n): [snapshot(n)] for n in names}, {}, {})
+    return loop
+
+
+def test_every_watched_serving_is_a_member():
+    assert loop_over("b", "a").members() == [("team", "a"), ("team", "b")]
+
+
+def test_members_are_subscribed_at_their_window_and_a_serving_gone_from_the_index_is_forgotten():
+    loop = loop_over("a", "b")
+    loop.evaluated[("team", "b")] = 1.0
+    loop.subscribe_members()
+    assert set(loop.poller.subscribers) == {("team", "a"), ("team", "b")}
+    loop.cache = indexes.Cache({("team", "a"): [snapshot("a")]}, {}, {})
+    loop.subscribe_members()
+    assert set(loop.poller.subscribers) == {("team", "a")} and loop.evaluated == {}
+
+
+def test_a_paused_replica_judges_nothing_and_stops_polling_until_resumed():
+    async def main() -> None:
+        pause = aiotoggles.ToggleSet(any)  # as Kopf's running.spawn_tasks makes it, through the counted class
+        peer_is_senior = await pause.make_toggle(False, name="peering")
+        loop = loop_over("a")
+        loop.subscribe_members()
+        assert not indexes.operator_paused() and loop.members() == [("team", "a")]
+        await peer_is_senior.turn_to(True)
+        loop.subscribe_members()
+        assert indexes.operator_paused() and loop.members() == [] and loop.poller.subscribers == {}
+        await peer_is_senior.turn_to(False)
+        assert loop.members() == [("team", "a")]
+
+    asyncio.run(main())
