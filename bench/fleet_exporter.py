@@ -1,6 +1,7 @@
 """Serves /metrics for a synthetic fleet of N servings, each a copy of a real vLLM capture with serving labels.
 
-Counters grow with wall time so rates are non-zero; the series shape is exactly the captured vLLM's.
+Counters grow with wall time so rates are non-zero; the series shape is exactly the captured vLLM's. With
+--replicas R > 1 each role has R pods (a `pod` label tells them apart), so aggregations over replicas matter.
 """
 
 from __future__ import annotations
@@ -31,14 +32,17 @@ def template(capture: Path) -> list[tuple[str, str, float, bool]]:
     return rows
 
 
-def exposition(servings: int, started: float, speculative: list, baseline: list) -> bytes:
+def exposition(servings: int, started: float, speculative: list, baseline: list, replicas: int = 1) -> bytes:
     growth = 1.0 + (time.monotonic() - started) / 60.0
     lines = []
     for i in range(servings):
         for role, rows in (("speculative", speculative), ("baseline", baseline)):
-            extra = f'namespace="bench",serving="s{i:04d}",role="{role}"'
-            for name, labels, value, counter in rows:
-                lines.append(f"{name}{{{labels},{extra}}} {value * growth if counter else value}")
+            for replica in range(replicas):
+                pod = f',pod="s{i:04d}-{role}-{replica}"' if replicas > 1 else ""
+                extra = f'namespace="bench",serving="s{i:04d}",role="{role}"{pod}'
+                scale = 1.0 + replica  # replicas differ (gauges by `replica` more: the captures' are 0), so a sum is no mean
+                for name, labels, value, counter in rows:
+                    lines.append(f"{name}{{{labels},{extra}}} {value * scale * growth if counter else value * scale + replica}")
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -46,6 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--servings", type=int, required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--replicas", type=int, default=1, help="pods per role (default 1: one series per role)")
     args = parser.parse_args()
     speculative = template(FIXTURES / "vllm-0.26.0-ngram.metrics.txt")
     baseline = template(FIXTURES / "vllm-0.26.0-baseline.metrics.txt")
@@ -53,7 +58,7 @@ def main() -> None:
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
-            body = exposition(args.servings, started, speculative, baseline)
+            body = exposition(args.servings, started, speculative, baseline, args.replicas)
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4")
             self.send_header("Content-Length", str(len(body)))

@@ -104,9 +104,9 @@ def running(metric: str, by: str, w: str) -> str:
     )
 
 
-# The chart's PrometheusRule records the costly expressions over [5m] by namespace, serving and role. When
-# Prometheus has them, a 300 s window reads the recorded series instead of evaluating histogram_quantile over
-# every serving's buckets at each poll; the other fields are cheap and stay raw.
+# The chart's PrometheusRule (charts/specserve/files/specserve.rules.yaml) records every field of the poll over
+# [5m] by namespace, serving and role. When Prometheus has them, a 300 s window reads only recorded series: no
+# query of that poll touches a raw vLLM series, so its cost is one instant read of a few series per role.
 RECORDED_WINDOW_SECONDS = 300
 RECORDED = {
     "acceptance_rate": "serving_role:vllm_spec_decode_acceptance:ratio_rate5m",
@@ -117,17 +117,25 @@ RECORDED = {
     "p99_tpot": "serving_role:vllm_request_time_per_output_token_seconds:p99_rate5m",
     "p50_ttft": "serving_role:vllm_time_to_first_token_seconds:p50_rate5m",
     "p99_ttft": "serving_role:vllm_time_to_first_token_seconds:p99_rate5m",
+    "request_rate": "serving_role:vllm_request_success:rate5m",
+    "running": (
+        'label_replace(serving_role:vllm_num_requests_running:avg_over_time5m, "stat", "sum", "", "")'
+        ' or label_replace(serving_role:vllm_num_requests_running_per_replica:avg_over_time5m, "stat", "mean", "", "")'
+    ),
+    "waiting": "serving_role:vllm_num_requests_waiting:sum",
+    "kv_cache_usage": "serving_role:vllm_kv_cache_usage_perc:avg",
 }
-RECORDING_PROBE = f"count({RECORDED['p99_tpot']})"
+# A series only the current rules record, present for every role of every serving: rules of an older chart (which
+# recorded the quantiles but not the load fields) count as absent, and the poll stays raw rather than lose fields.
+RECORDING_PROBE = "count(serving_role:vllm_num_requests_running:avg_over_time5m)"
 
 
 def poll_queries(window_seconds: int, labels: Labels = Labels(), recorded: bool = False) -> dict[str, str]:
-    """What one poll asks for one window: recorded series where the chart's rules provide them (their
-    window and the default labels), raw series otherwise."""
-    raw = queries(window_seconds, labels)
+    """What one poll asks for one window: only recorded series when the chart's rules provide them (their window
+    and the default labels), raw series otherwise."""
     if recorded and window_seconds == RECORDED_WINDOW_SECONDS and labels == Labels():
-        return {**raw, **RECORDED}
-    return raw
+        return dict(RECORDED)
+    return queries(window_seconds, labels)
 
 
 def recording_rules_present(query: "Query") -> bool:
@@ -173,7 +181,7 @@ class Poll:
     by_window: dict[int, dict[RoleKey, RoleMetrics]]
     queries: int
     seconds: float
-    recorded: bool = False  # the costly fields came from the chart's recording rules
+    recorded: bool = False  # the 300 s window was read from the chart's recording rules
 
     def role(self, window: int, namespace: str, serving: str, role: str) -> RoleMetrics | None:
         return self.by_window.get(window, {}).get((namespace, serving, role))
@@ -199,17 +207,24 @@ def poll(query: Query, windows: set[int], labels: Labels = Labels(), recorded: b
 
 
 def _fill(table: dict[RoleKey, RoleMetrics], name: str, samples: list[dict[str, Any]], labels: Labels) -> None:
+    """Set `name` on each sample's role; a poll at thousands of servings passes tens of thousands of samples here,
+    so a role's RoleMetrics is made once (not per sample) and the field's kind is decided once per query."""
+    ns_label, serving_label, role_label = labels.namespace, labels.serving, labels.role
+    per_position, is_running = name == "per_position_acceptance", name == "running"
     for sample in samples:
         metric = sample.get("metric", {})
-        key = (metric.get(labels.namespace, ""), metric.get(labels.serving, ""), metric.get(labels.role, ""))
-        if not key[1]:
+        serving = metric.get(serving_label, "")
+        if not serving:
             continue  # a series without the serving label is not ours to judge
-        value = number(sample.get("value", [None, "NaN"])[1])
-        role = table.setdefault(key, RoleMetrics())
-        if name == "per_position_acceptance":
+        key = (metric.get(ns_label, ""), serving, metric.get(role_label, ""))
+        role = table.get(key)
+        if role is None:
+            role = table[key] = RoleMetrics()
+        value = number(sample.get("value", (None, "NaN"))[1])
+        if per_position:
             if value is not None and "position" in metric:
                 role.per_position_acceptance[int(metric["position"])] = value
-        elif name == "running":
+        elif is_running:
             stat = RUNNING_STATS.get(metric.get("stat", "sum"))
             if stat is not None:
                 setattr(role, stat, value)

@@ -72,3 +72,21 @@ def test_rules_use_only_specserve_metrics_telemetry_exports() -> None:
     exported = {m.name + suffix for m in Telemetry().registry.collect() for suffix in suffixes[m.type]}
     used = {m for r in rules() for m in re.findall(r"\bspecserve_[a-z_]+", r["expr"])}
     assert used and used <= exported, used - exported
+
+
+def test_every_recorded_series_is_named_in_the_operating_guide() -> None:
+    guide = (CHART.parents[1] / "docs" / "operating.md").read_text()
+    recorded = {r["record"] for r in rules() if "record" in r}
+    assert recorded and {name for name in recorded if f"`{name}`" not in guide} == set()
+
+
+def test_each_rule_reads_recorded_series_only_of_its_own_group_or_earlier_in_it() -> None:
+    """A group's rules run in order at one evaluation time; a series recorded by another group would be read as of
+    that group's last evaluation, not the same window."""
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    for group in (g for g in groups if "recording" in g["name"]):
+        seen: set[str] = set()
+        for rule in group["rules"]:
+            used = set(re.findall(r"\b[a-z_]+:[a-z_0-9]+:[a-z_0-9]+\b", rule["expr"]))
+            assert used <= seen, (group["name"], rule["record"], used - seen)
+            seen.add(rule["record"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -95,6 +96,15 @@ class Prometheus:
                     raise RuntimeError(f"prometheus exited: {self.log.read_text()[-2000:]}")
             time.sleep(0.2)
         raise RuntimeError("prometheus did not become ready within 30s")
+
+    def reload_rules(self, rule_groups: list[dict]) -> None:
+        """Replace the rule groups of a running Prometheus (started with some) and have it re-read them (SIGHUP),
+        keeping its data: the same scraped series measured under other rules."""
+        if not self.rule_groups or self.process is None:
+            raise RuntimeError("reload_rules needs a running Prometheus started with rule groups")
+        self.rule_groups = rule_groups
+        (self.workdir / "rules.yml").write_text(yaml.safe_dump({"groups": rule_groups}))
+        self.process.send_signal(signal.SIGHUP)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -1,5 +1,7 @@
 """PromQL and the batched poll: constant query count, label settings, parsing Prometheus answers."""
 
+import re
+
 import pytest
 
 from specserve import metrics
@@ -92,3 +94,45 @@ def test_the_batch_size_adds_no_query():
     seen = []
     metrics.poll(lambda q: seen.append(q) or [], {60})
     assert len(seen) == 12 and sum("num_requests_running" in q for q in seen) == 1
+
+
+# ---------------------------------------------------------------- the recorded poll and the chart's recording rules
+
+
+def _recorded_names() -> set[str]:
+    import yaml
+
+    from tests.helpers import ROOT
+
+    groups = yaml.safe_load((ROOT / "charts" / "specserve" / "files" / "specserve.rules.yaml").read_text())["groups"]
+    return {rule["record"] for group in groups for rule in group["rules"] if "record" in rule}
+
+
+def test_a_recorded_poll_reads_only_series_the_charts_rules_record():
+    recorded = _recorded_names()
+    for name, promql in metrics.poll_queries(metrics.RECORDED_WINDOW_SECONDS, recorded=True).items():
+        assert "vllm:" not in promql and "[" not in promql, name  # no raw series, no range over anything
+        assert set(re.findall(r"\b[a-z_]+:[a-z_0-9]+:[a-z_0-9]+\b", promql)) <= recorded, name
+
+
+def test_every_field_of_the_poll_has_a_recorded_series():
+    assert metrics.RECORDED.keys() == metrics.queries(metrics.RECORDED_WINDOW_SECONDS).keys()
+
+
+def test_the_probe_asks_for_a_series_only_the_current_rules_record():
+    assert re.fullmatch(r"count\(([a-z_:0-9]+)\)", metrics.RECORDING_PROBE)[1] in _recorded_names()
+    assert "num_requests_running" in metrics.RECORDING_PROBE  # present for every role; older charts did not record it
+
+
+def test_recorded_series_replace_raw_queries_only_for_their_window_and_the_default_labels():
+    assert metrics.poll_queries(metrics.RECORDED_WINDOW_SECONDS, recorded=True) == metrics.RECORDED
+    assert metrics.poll_queries(60, recorded=True) == metrics.queries(60)
+    assert metrics.poll_queries(metrics.RECORDED_WINDOW_SECONDS, metrics.Labels(serving="app"), recorded=True) == metrics.queries(metrics.RECORDED_WINDOW_SECONDS, metrics.Labels(serving="app"))
+
+
+def test_a_recorded_poll_fills_running_and_the_batch_size_from_the_two_recorded_means():
+    by_query = {q: [] for q in metrics.RECORDED.values()}
+    by_query[metrics.RECORDED["running"]] = [sample(96, stat="sum"), sample(48, stat="mean")]
+    result = metrics.poll(lambda q: by_query[q], {metrics.RECORDED_WINDOW_SECONDS}, recorded=True)
+    role = result.role(metrics.RECORDED_WINDOW_SECONDS, "llm", "a", "speculative")
+    assert result.recorded and result.queries == 12 and (role.running, role.running_per_replica) == (96, 48)
