@@ -645,34 +645,9 @@ def measure(n: int, args: argparse.Namespace, cluster: Cluster, source: Path, op
         cpu_first0, bench_cpu0 = first.cpu_s(), time.process_time()
         started = time.monotonic()
         creating = concurrent.futures.ThreadPoolExecutor(1).submit(create_all, api, ns, names, args.create_threads)
-        interval = max(1.0, n / 2000)
-        wanted, deployments_s, status_s, converge_s, phases, created_s = set(names), None, None, None, {}, None
-        deadline = started + args.converge_timeout
-        while time.monotonic() < deadline:
-            if created_s is None and creating.done():
-                row.update(creating.result())
-                created_s = round(time.monotonic() - started, 2)
-            current, deployed, phases = converged(api, ns, wanted, deployments_s is None)
-            seen = time.monotonic() - started
-            if deployments_s is None and deployed == n:
-                deployments_s = round(seen, 1)
-            if status_s is None and current == n:
-                status_s = round(seen, 1)
-            if deployments_s is not None and status_s is not None:
-                converge_s = max(deployments_s, status_s)
-                break
-            time.sleep(interval)
-        if created_s is None:
-            row.update(creating.result())
-            created_s = round(time.monotonic() - started, 2)
+        row.update(follow_converge(api, ns, names, started, args.converge_timeout, creating))
         converge_wall = time.monotonic() - started
         snap1, mine1, comp1, busy1 = api.requests(), Counter(api.mine), cluster.cpu(), machine_busy_s()
-        row.update({
-            "converged": converge_s is not None, "converge_s": converge_s, "converge_timeout_s": args.converge_timeout,
-            "converge_resolution_s": interval, "created_s": created_s, "all_deployments_s": deployments_s, "all_status_current_s": status_s,
-        })
-        if converge_s is None:
-            row["at_timeout"] = {"status_current_and_accepted": current, "deployments": deployed if deployed >= 0 else n, "phases": phases}
         converge_share = attributed(snap0, snap1, mine0, mine1)
         operator_cpu, bench_cpu = first.cpu_s() - cpu_first0, time.process_time() - bench_cpu0
         row["converge"] = {
@@ -681,6 +656,7 @@ def measure(n: int, args: argparse.Namespace, cluster: Cluster, source: Path, op
             "loadavg_start": load0, "loadavg_end": loadavg(), "probe": first.probe(),
         }
         print(json.dumps({"servings": n, "phase": "converge", **{k: row[k] for k in ("converged", "converge_s", "all_deployments_s", "all_status_current_s")}}), flush=True)
+        wanted = set(names)
         # ------------------------------------------------------------ left alone until its writes stop
         steady, snap2, mine2 = quiet_after(api, first, time.monotonic(), snap1, args.settle_quiet, args.settle_timeout, n)
         _, _, phases = converged(api, ns, wanted, False)
@@ -732,6 +708,125 @@ def measure(n: int, args: argparse.Namespace, cluster: Cluster, source: Path, op
             if process is not None and process.process is not None and process.process.poll() is None:
                 process.process.kill()
                 process.process.wait()
+        if cluster.state:
+            cluster.down()
+        else:
+            _cleanup(api, ns)
+    return row
+
+
+def follow_converge(api: Api, ns: str, names: list[str], started: float, timeout: float, creating: concurrent.futures.Future[dict[str, Any]]) -> dict[str, Any]:
+    """Lists from the watch cache until every serving is current and accepted and has its Deployment, or `timeout`;
+    `creating` is the work that creates them (its result joins the row)."""
+    n, wanted, row = len(names), set(names), {}
+    interval = max(1.0, n / 2000)
+    deployments_s, status_s, converge_s, created_s = None, None, None, None
+    current, deployed, phases = 0, -1, {}
+    deadline = started + timeout
+    while time.monotonic() < deadline:
+        if created_s is None and creating.done():
+            row.update(creating.result())
+            created_s = round(time.monotonic() - started, 2)
+        try:
+            current, deployed, phases = converged(api, ns, wanted, deployments_s is None)
+        except ApiError as error:
+            if error.status != 429:  # a watch cache still starting ("storage is (re)initializing")
+                raise
+            time.sleep(1)
+            continue
+        seen = time.monotonic() - started
+        if deployments_s is None and deployed == n:
+            deployments_s = round(seen, 1)
+        if status_s is None and current == n:
+            status_s = round(seen, 1)
+        if deployments_s is not None and status_s is not None:
+            converge_s = max(deployments_s, status_s)
+            break
+        time.sleep(interval)
+    if created_s is None:
+        row.update(creating.result())
+        created_s = round(time.monotonic() - started, 2)
+    row.update({
+        "converged": converge_s is not None, "converge_s": converge_s, "converge_timeout_s": timeout,
+        "converge_resolution_s": interval, "created_s": created_s, "all_deployments_s": deployments_s, "all_status_current_s": status_s,
+    })
+    if converge_s is None:
+        row["at_timeout"] = {"status_current_and_accepted": current, "deployments": deployed if deployed >= 0 else n, "phases": phases}
+    return row
+
+
+# ---------------------------------------------------------------------------------------------- the control plane's floor
+
+FLOOR_THREADS = 32  # as the operator's API pool (kube.API_THREADS)
+
+
+def measure_floor(n: int, args: argparse.Namespace, cluster: Cluster, source: Path) -> dict[str, Any]:
+    """The control plane's own floor for N servings: no operator, no watch, no Kopf. A plain client does the least the
+    operator must make the API server do, as early as it can: create each serving, at once server-side apply the
+    Deployment and Service the checkout renders for it, and write its status (Accepted); 32 calls in flight, as the
+    operator's API pool. Converge is measured as for the operator; the time each kind of call took is recorded."""
+    sys.path.insert(0, str(source / "operator"))
+    from specserve import api as serving_api, render, servings
+
+    row: dict[str, Any] = {"servings": n, "operator": "floor: no operator, the same objects applied directly"}
+    cluster.up()
+    api = Api(cluster.kubeconfig, pool=FLOOR_THREADS + 4)
+    apply_crd(api, source)
+    ns = f"specserve-floor-{uuid.uuid4().hex[:6]}"
+    api.call("POST", "/api/v1/namespaces", body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    names = [f"s{i:05d}" for i in range(n)]
+    took: dict[str, list[float]] = {"create serving": [], "apply Deployment": [], "apply Service": [], "status": []}
+    lock = threading.Lock()
+
+    def timed(what: str, method: str, path: str, **kwargs: Any) -> Any:
+        for attempt in range(20):
+            t0 = time.monotonic()
+            try:
+                _, body = api.call(method, path, **kwargs)
+            except ApiError as error:
+                if error.status != 429 and error.status < 500:
+                    raise
+                time.sleep(min(0.1 * 2 ** attempt, 5))
+                continue
+            with lock:
+                took[what].append(time.monotonic() - t0)
+            return body
+        raise RuntimeError(f"{what} {path}: no answer after 20 attempts")
+
+    def one(name: str) -> None:
+        body = timed("create serving", "POST", servings_path(ns), count="POST speculativeservings", body=serving(name))
+        spec = serving_api.SpeculativeServingSpec.model_validate(body["spec"])
+        for obj in render.render(servings.owner_of(body), spec, render.DecisionState()):
+            kind = obj["kind"]
+            path = (f"/apis/apps/v1/namespaces/{ns}/deployments/" if kind == "Deployment" else f"/api/v1/namespaces/{ns}/services/") + obj["metadata"]["name"]
+            timed(f"apply {kind}", "PATCH", path, count=f"APPLY {kind.lower()}s", body=obj, content_type="application/apply-patch+yaml",
+                  query={"fieldManager": render.MANAGER, "force": "true"})
+        accepted = {"type": "Accepted", "status": "True", "reason": "Applied", "message": "floor", "observedGeneration": 1,
+                    "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        timed("status", "PATCH", f"{servings_path(ns)}/{name}/status", count="PATCH speculativeservings/status",
+              body={"status": {"observedGeneration": 1, "phase": "Progressing", "conditions": [accepted]}}, content_type="application/merge-patch+json")
+
+    def run_all() -> dict[str, Any]:
+        with concurrent.futures.ThreadPoolExecutor(FLOOR_THREADS) as pool:
+            list(pool.map(one, names))
+        return {}
+
+    try:
+        snap0, mine0, comp0, busy0, load0 = api.requests(), Counter(api.mine), cluster.cpu(), machine_busy_s(), loadavg()
+        bench_cpu0 = time.process_time()
+        started = time.monotonic()
+        work = concurrent.futures.ThreadPoolExecutor(1).submit(run_all)
+        row.update(follow_converge(api, ns, names, started, args.converge_timeout, work))
+        wall = time.monotonic() - started
+        snap1, mine1, comp1, busy1 = api.requests(), Counter(api.mine), cluster.cpu(), machine_busy_s()
+        bench_cpu = time.process_time() - bench_cpu0
+        row["converge"] = {**attributed(snap0, snap1, mine0, mine1), **_cpu_shares(comp0, comp1, busy0, busy1, wall, bench_cpu),
+                           "bench_cpu_s": round(bench_cpu, 2), "loadavg_start": load0, "loadavg_end": loadavg()}
+        row["client_seconds_per_call"] = {k: {"calls": len(v), "mean": round(sum(v) / len(v), 3), "max": round(max(v), 2)} for k, v in took.items() if v}
+        row["services_per_s"] = round(len(took["apply Service"]) / wall, 1) if took["apply Service"] else None
+        print(json.dumps({"servings": n, "phase": "floor", **{k: row[k] for k in ("converged", "converge_s", "all_deployments_s", "all_status_current_s")},
+                          "seconds_per_call": row["client_seconds_per_call"]}), flush=True)
+    finally:
         if cluster.state:
             cluster.down()
         else:
@@ -927,6 +1022,8 @@ def main() -> None:
     parser.add_argument("--poll-recorded", choices=["auto", "yes", "no"], default="auto",
                         help="also measure the poll that reads the chart's recording rules (auto: when the operator source has them)")
     parser.add_argument("--poll-only", action="store_true", help="only (re)measure the poll cost, into the existing rows of this operator label")
+    parser.add_argument("--floor", action="store_true", help="measure the control plane's floor instead of the operator: the same objects applied "
+                        "directly by a plain client, no operator (row operator 'floor: ...')")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--table", action="store_true", help="print the results in --out as a Markdown table (and draw the plot), measure nothing")
     args = parser.parse_args()
@@ -961,10 +1058,10 @@ def main() -> None:
         return
     for n in sizes:
         load = loadavg()
-        row = measure(n, args, cluster, source, label)
+        row = measure_floor(n, args, cluster, source) if args.floor else measure(n, args, cluster, source, label)
         row.update({"loadavg_before": load, "cores": os.cpu_count(), "kopf": metadata.version("kopf"), "python": sys.version.split()[0],
                     "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "fake_kubelet_args": args.kubelet_args if cluster.state else None})
-        if not args.no_poll:
+        if not args.no_poll and not args.floor:
             row["loadavg_before_poll"] = loadavg()
             row.update(poll_cost_at(n, source, args.poll_cycles, recorded))
             row["loadavg_after_poll"] = loadavg()

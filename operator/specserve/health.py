@@ -94,7 +94,6 @@ def due(status: dict[str, Any], spec: api.SpeculativeServingSpec, now: float, ev
     return last is None or now - last >= spec.health_policy.interval_seconds * 0.9
 
 
-STATUS_REFRESH_SECONDS = 300.0
 # How far an observed number moves before status is rewritten for it: (absolute, relative).
 MOVES = {"speedup": (0.0, 0.05), "acceptanceRate": (0.02, 0.0), "meanAcceptedLength": (0.1, 0.0), "kvCacheUsage": (0.05, 0.0), "perPositionAcceptance": (0.05, 0.0)}
 DEFAULT_MOVE = (0.0, 0.1)
@@ -102,8 +101,10 @@ DEFAULT_MOVE = (0.0, 0.1)
 
 def worth_writing(status: dict[str, Any], outcome: Outcome, now: float, spec: api.SpeculativeServingSpec) -> bool:
     """Whether a judgement says something status does not yet say: a decision, a changed verdict or policy
-    memory, numbers that moved, or a record older than the refresh period. A hold, or the same verdict on
-    similar numbers, is not written, so a steady or idle fleet costs no writes between refreshes."""
+    memory, numbers that moved, or the first record. A hold, or the same verdict on similar numbers, is not
+    written however long ago the last write was, so a steady or idle fleet costs no writes at all (a periodic
+    refresh of every record was 17 writes a second at 5,000 servings); the operator's own /metrics say the
+    loop is alive."""
     if outcome.render_state is not None or outcome.event is not None or "decisions" in outcome.status:
         return True
     verdicts = {c.get("type"): (c.get("status"), c.get("reason")) for c in status.get("conditions") or []}
@@ -118,8 +119,7 @@ def worth_writing(status: dict[str, Any], outcome: Outcome, now: float, spec: ap
         return True
     if _moved(old.get("references") or {}, new.get("references") or {}) or _moved(status.get("observation") or {}, outcome.status["observation"]):
         return True
-    last = parse_time(old.get("lastEvaluationTime"))
-    return last is None or now - last >= max(STATUS_REFRESH_SECONDS, 5 * spec.health_policy.interval_seconds)
+    return old.get("lastEvaluationTime") is None
 
 
 def _buckets_moved(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> bool:

@@ -1,7 +1,7 @@
 """The health loop: one task judges every serving this replica is active for, once per Prometheus poll.
 
-Members are the servings in Kopf's servings index; a replica that peering has paused judges none (Kopf stops
-its watches, so its index goes stale). No per-serving daemon: no task, body copy or finalizer per serving.
+Members are the servings in the operator's cache (indexes.Cache); a replica that peering has paused judges none
+(Kopf stops its watches, so the cache goes stale). No per-serving daemon: no task, body or finalizer per serving.
 """
 
 from __future__ import annotations

@@ -1,22 +1,26 @@
-"""What the operator knows from its own watches: Kopf indexes of servings and of the objects they own.
+"""What the operator knows from its own watches: the servings, and the Deployments and Services they own.
 
-Reconcile, drift repair and the health loop read these instead of asking the API server (no LIST per event).
+Filled once at start-up from paged LISTs, then kept current by Kopf's watch events; reconcile, drift repair and
+the health loop read it instead of asking the API server. Only summaries are kept, never a whole watched body.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import kopf
 from kopf._cogs.aiokits import aiotoggles
+from kopf._cogs.structs import references
 
-from specserve import api, render
+from specserve import api, kube, render
 
 MANAGED = {render.MANAGED_BY_LABEL: render.MANAGER}
 ServingKey = tuple[str, str]
+LOG = logging.getLogger("specserve.cache")
 
 
 def summary(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -51,32 +55,40 @@ def serving_snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-# The index functions are coroutines although they never wait: Kopf runs a plain function in a thread pool,
-# one hand-off per event (15,000 at a 5,000-serving start), and these take microseconds.
+class Store(Mapping[ServingKey, list[dict[str, Any]]]):
+    """One kind of object by the serving it belongs to: store[(namespace, serving)] lists the summaries."""
 
+    def __init__(self) -> None:
+        self._by: dict[ServingKey, dict[str, dict[str, Any]]] = {}
+        self._under: dict[tuple[str, str], ServingKey] = {}  # (namespace, object name) -> the serving it is kept under
 
-@kopf.index(api.GROUP, api.VERSION, api.PLURAL)
-async def servings_index(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[ServingKey, dict[str, Any]]:
-    loop = memo.get("health_loop")
-    if loop is not None:
-        loop.ensure_running()  # from a handler: the loop's task inherits the context kopf.event() needs
-    return {(namespace, name): serving_snapshot(body)}
+    def put(self, key: ServingKey, name: str, value: dict[str, Any]) -> None:
+        before = self._under.get((key[0], name))
+        if before is not None and before != key:
+            self.drop(before, name)  # relabelled to another serving
+        self._by.setdefault(key, {})[name] = value
+        self._under[(key[0], name)] = key
 
+    def drop(self, key: ServingKey, name: str) -> None:
+        values = self._by.get(key)
+        if values is not None:
+            values.pop(name, None)
+            if not values:
+                del self._by[key]
+        self._under.pop((key[0], name), None)
 
-@kopf.index("apps", "v1", "deployments", labels=MANAGED)
-async def deployments_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[ServingKey, dict[str, Any]] | None:
-    serving = labels.get(render.SERVING_LABEL)
-    return {(namespace, serving): summary(body)} if serving else None
+    def __getitem__(self, key: ServingKey) -> list[dict[str, Any]]:
+        return list(self._by[key].values())
 
+    def __iter__(self) -> Iterator[ServingKey]:
+        return iter(list(self._by))
 
-@kopf.index("", "v1", "services", labels=MANAGED)
-async def services_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[ServingKey, dict[str, Any]] | None:
-    serving = labels.get(render.SERVING_LABEL)
-    return {(namespace, serving): summary(body)} if serving else None
+    def __len__(self) -> int:
+        return len(self._by)
 
 
 def one(index: Mapping[ServingKey, Iterable[dict[str, Any]]], key: ServingKey) -> dict[str, Any] | None:
-    """The single value indexed under a key (a serving), or None."""
+    """The single value kept under a key (a serving), or None."""
     return next(iter(index[key]), None) if key in index else None
 
 
@@ -85,10 +97,12 @@ def every(index: Mapping[ServingKey, Iterable[dict[str, Any]]], key: ServingKey)
 
 
 class Cache:
-    """The three indexes together, as handlers receive them from Kopf."""
+    """The servings and the Deployments and Services they own, as the watches last delivered them."""
 
-    def __init__(self, servings: Any, deployments: Any, services: Any) -> None:
-        self.servings, self.deployments, self.services = servings, deployments, services
+    def __init__(self, servings: Any = None, deployments: Any = None, services: Any = None) -> None:
+        self.servings = Store() if servings is None else servings
+        self.deployments = Store() if deployments is None else deployments
+        self.services = Store() if services is None else services
 
     def serving(self, namespace: str, name: str) -> dict[str, Any] | None:
         return one(self.servings, (namespace, name))
@@ -110,9 +124,50 @@ class Cache:
         live = self.owned(meta["namespace"], (meta.get("labels") or {}).get(render.SERVING_LABEL, ""))
         return any(o["kind"] == obj["kind"] and o["metadata"]["name"] == meta["name"] and o["metadata"]["annotations"].get(render.RENDERED_HASH_ANNOTATION) == wanted for o in live)
 
-    @classmethod
-    def of(cls, kwargs: Mapping[str, Any]) -> "Cache":
-        return cls(kwargs["servings_index"], kwargs["deployments_index"], kwargs["services_index"])
+    def observe(self, type: str | None, body: Mapping[str, Any]) -> None:
+        """Take a watch event (type None: Kopf's own listing) of a serving or of an object specserve manages."""
+        meta = body.get("metadata") or {}
+        namespace, name = meta.get("namespace"), meta.get("name")
+        if body.get("kind") == api.KIND:
+            if type == "DELETED":
+                self.servings.drop((namespace, name), name)
+            else:
+                self.servings.put((namespace, name), name, serving_snapshot(body))
+            return
+        store = self.deployments if body.get("kind") == "Deployment" else self.services
+        serving = (meta.get("labels") or {}).get(render.SERVING_LABEL)
+        if type == "DELETED" or not serving:
+            key = store._under.get((namespace, name))
+            if key is not None:
+                store.drop(key, name)
+        else:
+            store.put((namespace, serving), name, summary(body))
+
+    async def fill(self, client: kube.Kube, patterns: list[str], chunk: int) -> dict[str, int]:
+        """Read every serving and every managed Deployment and Service of the watched namespaces, a page at a
+        time, before Kopf's watches start: handlers then never judge from a partial picture (and Kopf needs no
+        index of its own, whose start-up wait would hold every listed body in memory until all were listed)."""
+        found = {}
+        for kind, labels, kind_name in ((kube.SERVINGS, None, api.KIND), (kube.DEPLOYMENTS, MANAGED, "Deployment"), (kube.SERVICES, MANAGED, "Service")):
+            count = 0
+            for namespace in await watched_namespaces(client, patterns):
+                async for page in client.pages(kind, namespace, labels, chunk):
+                    for item in page:
+                        self.observe(None, {**item, "kind": kind_name})
+                    count += len(page)
+            found[kind.plural] = count
+        return found
+
+
+async def watched_namespaces(client: kube.Kube, patterns: list[str]) -> list[str | None]:
+    """The namespaces to list: [None] (all at once) when cluster-wide; else the names Kopf's patterns select."""
+    if not patterns:
+        return [None]
+    names = set(references.select_specific_namespaces(patterns))
+    if any(p not in names for p in patterns):  # globs or exclusions: match the existing namespaces as Kopf does
+        listed = await client.call("GET", "/api/v1/namespaces")
+        names |= {n["metadata"]["name"] for n in listed.get("items") or [] if any(references.match_namespace(n["metadata"]["name"], p) for p in patterns)}
+    return sorted(names)
 
 
 # ---------------------------------------------------------------- Kopf's toggle sets: counted, and the pause known
@@ -136,8 +191,10 @@ class CountedToggle(aiotoggles.Toggle):
 class CountedToggleSet(aiotoggles.ToggleSet):
     """Kopf's ToggleSet with a count of the toggles that are off, waking its waiters only when its state flips.
 
-    Kopf holds every handler at start-up until every listed object has passed the index handlers: one toggle per
-    object in one set, and every worker waits on the set. Kopf's own set wakes every waiting worker at each toggle
+    specserve registers no Kopf index now (indexes.Cache is filled before the watches start), so Kopf makes no
+    toggle per object; the class stays for the pause (`operator_paused`) and for any index added later. With Kopf
+    indexes, Kopf holds every handler at start-up until every listed object has passed the index handlers: one
+    toggle per object in one set, and every worker waits on the set. Kopf's own set wakes every waiting worker at each toggle
     made or dropped, and each woken worker checks every toggle again: with N objects some N x N x N steps (at
     1,000 servings, 3,000 objects, it was most of the 27 s of CPU a restart took; at 5,000 it would take hours).
     Here a toggle made or dropped costs O(1), and waiters wake once, when all are on."""

@@ -40,8 +40,11 @@ class Kind:
         group, _, version = obj["apiVersion"].rpartition("/")
         return KINDS[(group, version, obj["kind"])]
 
-    def path(self, namespace: str, name: str | None = None) -> str:
+    def path(self, namespace: str | None, name: str | None = None) -> str:
+        """An object's path, its namespace's collection, or (namespace None) the collection across namespaces."""
         prefix = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if namespace is None:
+            return f"{prefix}/{self.plural}"
         return f"{prefix}/namespaces/{namespace}/{self.plural}" + (f"/{name}" if name else "")
 
 
@@ -140,6 +143,17 @@ class Kube:
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         result = await self.call("GET", kind.path(namespace), query=[("labelSelector", selector)])
         return list(result.get("items", []))
+
+    async def pages(self, kind: Kind, namespace: str | None, labels: dict[str, str] | None = None, limit: int = 500) -> AsyncIterator[list[dict[str, Any]]]:
+        """LIST in pages of `limit` (all at once for 0): one page of parsed objects in memory at a time."""
+        query: list[tuple[str, Any]] = [("labelSelector", ",".join(f"{k}={v}" for k, v in sorted(labels.items())))] if labels else []
+        token = None
+        while True:
+            page = await self.call("GET", kind.path(namespace), query=query + ([("limit", limit)] if limit else []) + ([("continue", token)] if token else []))
+            yield list(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return
 
     async def delete(self, kind: Kind, namespace: str, name: str) -> None:
         try:

@@ -11,6 +11,7 @@ from tests.integration.conftest import DEPLOYMENTS, NAMESPACE, SERVICES, SERVING
 SERVINGS_URL = f"/apis/specserve.dev/v1alpha1/namespaces/{NAMESPACE}/speculativeservings"
 DEPLOYMENTS_URL = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments"
 MERGE = {"Content-Type": "application/merge-patch+json"}
+HANDLED = "specserve.dev/last-handled-configuration"  # Kopf's record of the spec it handled last
 
 
 async def create(kube, name, **spec):
@@ -101,6 +102,7 @@ async def test_invalid_update_leaves_the_previous_objects_serving_without_retrie
     assert (await kube.patch(f"{SERVINGS_URL}/zeta", json=bad, headers=MERGE)).status == 200
     rejected = await eventually(lambda: (c := condition(kube, "zeta", "Accepted")) and c["status"] == "False" and c)
     assert rejected["reason"] == "InvalidExtraArgs" and "removed from vLLM" in rejected["message"]
+    await eventually(lambda: "--speculative-model" in live(kube, SERVINGS, "zeta")["metadata"]["annotations"].get(HANDLED, ""))  # Kopf is done with it
     patches_before = sum(1 for r in list(kube) if r.method == "PATCH" and r.resource is not None and r.name == "zeta")
     await asyncio.sleep(1.5)
     patches_after = sum(1 for r in list(kube) if r.method == "PATCH" and r.resource is not None and r.name == "zeta")

@@ -52,10 +52,10 @@ def test_a_decision_is_always_written():
     assert health.worth_writing(status, off, 1060.0, spec())
 
 
-def test_an_unchanged_record_is_refreshed_after_the_refresh_period():
+def test_an_unchanged_record_is_not_rewritten_however_old():
     status = first_write(poll(0.8))
-    later = 1000.0 + health.STATUS_REFRESH_SECONDS + 1
-    assert health.worth_writing(status, judged(status, poll(0.8), later), later, spec())
+    a_day_later = 1000.0 + 86400
+    assert not health.worth_writing(status, judged(status, poll(0.81), a_day_later), a_day_later, spec())
 
 
 def test_a_breach_being_counted_is_written():
