@@ -89,9 +89,11 @@ class HealthLoop:
         status = snapshot.get("status") or {}
         now = time.time()
         try:
-            await self._follow_availability(snapshot, spec)
+            phase = await self._follow_availability(snapshot, spec)
             if key in self.memo.get("unapplied", {}):
                 await apply_decision(snapshot, spec, servings.decision_state(spec, status), self.memo, "an earlier decision was recorded")
+            if phase != "Ready" and never_judged(status) and key not in self.evaluated:
+                return  # a new serving whose pods are still starting: nothing serves, so nothing to judge or to say
             if health.due(status, spec, now, self.evaluated.get(key)):
                 self.evaluated[key] = now
                 await act_on_health(snapshot, spec, result, self.memo, LOG)
@@ -101,14 +103,16 @@ class HealthLoop:
         except Exception:  # noqa: BLE001 - one serving's surprise must not stop the loop for all the others
             LOG.exception("health %s/%s: evaluation failed; judging again at the next poll", *key)
 
-    async def _follow_availability(self, snapshot: dict[str, Any], spec: api.SpeculativeServingSpec) -> None:
+    async def _follow_availability(self, snapshot: dict[str, Any], spec: api.SpeculativeServingSpec) -> str:
         """A safety net under the Deployment event handler: if an availability change was lost (its status
-        write kept conflicting, say), the phase the watched Deployments give is written at the next poll."""
+        write kept conflicting, say), the phase the watched Deployments give is written at the next poll.
+        Returns that phase."""
         meta = snapshot["metadata"]
         assert self.cache is not None
         phase = availability.assess(self.cache.deployments_of(meta["namespace"], meta["name"], meta.get("uid"))).phase
         if (snapshot.get("status") or {}).get("phase") not in (phase, "Invalid") and "follow_availability" in self.memo:
             await self.memo["follow_availability"](snapshot, spec)
+        return phase
 
     def _subscribe(self, key: indexes.ServingKey) -> None:
         snapshot = self.cache.serving(*key) if self.cache is not None else None
@@ -117,6 +121,10 @@ class HealthLoop:
             self.poller.subscribe(*key, spec.health_policy.window_seconds)
         else:
             self.poller.unsubscribe(*key)  # nothing to judge until the spec is accepted
+
+
+def never_judged(status: dict[str, Any]) -> bool:
+    return not (status.get("health") or {}).get("lastEvaluationTime")
 
 
 def _spec_of(snapshot: dict[str, Any] | None) -> api.SpeculativeServingSpec | None:

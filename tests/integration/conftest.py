@@ -160,3 +160,15 @@ def events_for(kube: SpecServeEmulator, name: str) -> list[dict[str, Any]]:
         obj.raw for (resource, _, _), obj in list(kube.objects.items())
         if resource == kmock.resource(EVENTS) and not obj.deleted and obj.raw.get("involvedObject", {}).get("name") == name
     ]
+
+
+async def mark_available(kube: SpecServeEmulator, name: str, namespace: str = NAMESPACE) -> None:
+    """What the Deployment controller does once the pods are ready (the emulator runs no controllers): the
+    Deployment reports its replica updated and available, at its current generation."""
+    deployment = await eventually(lambda: live(kube, DEPLOYMENTS, name, namespace))
+    status = {
+        "observedGeneration": deployment["metadata"].get("generation", 1), "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+        "conditions": [{"type": "Available", "status": "True"}, {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}],
+    }
+    response = await kube.patch(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}/status", json={"status": status}, headers={"Content-Type": "application/merge-patch+json"})
+    assert response.status == 200, await response.text()

@@ -16,7 +16,7 @@ import pytest
 from specserve import api, render
 from specserve.settings import OperatorSettings
 from tests.helpers import serving
-from tests.integration.conftest import DEPLOYMENTS, NAMESPACE, SERVINGS, eventually, events_for, live, running_operator
+from tests.integration.conftest import DEPLOYMENTS, NAMESPACE, SERVINGS, eventually, events_for, live, mark_available, running_operator
 from tests.integration.simulator_process import running_simulator
 from tests.support.fast_policy import EXPECTED_REACTION, POLICY
 from tests.support.prometheus import Prometheus, Target
@@ -77,6 +77,7 @@ async def test_speculation_follows_acceptance_and_prometheus_availability(kube, 
             async with running_operator(kube, settings):
                 response = await kube.post(f"/apis/specserve.dev/v1alpha1/namespaces/{NAMESPACE}/speculativeservings", json=serving(name=NAME, namespace=NAMESPACE, **SPEC))
                 assert response.status in (200, 201)
+                await mark_available(kube, NAME)  # a new serving is judged once it serves
                 await eventually(lambda: (c := condition(kube, "SpeculationHealthy")) and c["status"] == "True", timeout=90)
                 observation = await eventually(lambda: (o := live(kube, SERVINGS, NAME)["status"]["observation"]).get("batchSize") and o, timeout=30)
                 assert 0.6 < observation["acceptanceRate"] <= 1.0 and observation["batchSize"] > 0

@@ -53,3 +53,37 @@ def test_a_paused_replica_judges_nothing_and_stops_polling_until_resumed():
         assert loop.members() == [("team", "a")]
 
     asyncio.run(main())
+
+
+class RecordingKube:
+    """Stands in for kube.Kube where only the status writes matter."""
+
+    def __init__(self) -> None:
+        self.written: list[tuple[str, str]] = []
+
+    async def update_serving_status(self, namespace: str, name: str, build, known=None, **_) -> dict:
+        self.written.append((namespace, name))
+        return build((known or {}).get("status") or {})
+
+
+def available_deployment(name: str) -> dict:
+    return indexes.summary({
+        "kind": "Deployment", "metadata": {"name": name, "namespace": "team", "generation": 1, "ownerReferences": [{"uid": f"uid-{name}"}]},
+        "spec": {"replicas": 1}, "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1},
+    })
+
+
+def judged_writes(deployments: dict) -> list:
+    loop = loop_over("a")
+    loop.cache = indexes.Cache({("team", "a"): [snapshot("a")]}, deployments, {})
+    loop.memo["kube"] = RecordingKube()
+    asyncio.run(loop.judge(("team", "a"), metrics.MetricsError("ConnectionError: refused")))
+    return loop.memo["kube"].written
+
+
+def test_a_new_serving_whose_pods_are_starting_is_not_judged():
+    assert judged_writes({}) == []
+
+
+def test_a_new_serving_is_judged_once_its_deployment_is_available():
+    assert judged_writes({("team", "a"): [available_deployment("a")]}) == [("team", "a")]
