@@ -1,4 +1,5 @@
-"""Who the health loop judges: every serving in the servings index, none while Kopf's peering pauses the replica."""
+"""Who the health loop judges (every serving in the cache, none while peering pauses the replica, none before it
+serves), and when availability is followed into status."""
 
 from __future__ import annotations
 
@@ -60,10 +61,12 @@ class RecordingKube:
 
     def __init__(self) -> None:
         self.written: list[tuple[str, str]] = []
+        self.last: dict | None = None  # what build() gave at the last write: None when it found nothing to write
 
-    async def update_serving_status(self, namespace: str, name: str, build, known=None, **_) -> dict:
+    async def update_serving_status(self, namespace: str, name: str, build, known=None, **_) -> dict | None:
         self.written.append((namespace, name))
-        return build((known or {}).get("status") or {})
+        self.last = build((known or {}).get("status") or {})
+        return self.last
 
 
 def available_deployment(name: str) -> dict:
@@ -87,3 +90,26 @@ def test_a_new_serving_whose_pods_are_starting_is_not_judged():
 
 def test_a_new_serving_is_judged_once_its_deployment_is_available():
     assert judged_writes({("team", "a"): [available_deployment("a")]}) == [("team", "a")]
+
+
+def test_availability_is_not_written_before_reconcile_recorded_the_serving():
+    from specserve import api, controller, render
+
+    body = snapshot("a")
+    body["status"] = {}  # created, not reconciled yet: its first status is reconcile's
+    kube = RecordingKube()
+    cache = indexes.Cache({("team", "a"): [body]}, {("team", "a"): [available_deployment("a")]}, {})
+    spec = api.SpeculativeServingSpec.model_validate(body["spec"])
+    asyncio.run(controller.refresh_availability(kube, body, spec, render.DecisionState(), cache))
+    assert kube.written == [("team", "a")] and kube.last is None
+
+
+def test_availability_is_written_once_reconcile_recorded_the_serving():
+    from specserve import api, controller, render
+
+    body = snapshot("a")
+    kube = RecordingKube()
+    cache = indexes.Cache({("team", "a"): [body]}, {("team", "a"): [available_deployment("a")]}, {})
+    spec = api.SpeculativeServingSpec.model_validate(body["spec"])
+    asyncio.run(controller.refresh_availability(kube, body, spec, render.DecisionState(), cache))
+    assert kube.last["phase"] == "Ready"
