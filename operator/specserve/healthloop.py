@@ -98,6 +98,11 @@ class HealthLoop:
                 self.evaluated[key] = now
                 await act_on_health(snapshot, spec, result, self.memo, LOG)
         except applying.API_UNREACHABLE as error:
+            if getattr(error, "status", None) == 404 and self.cache is not None:
+                # Deleted while this replica was paused by peering (a resumed watch lists what is, it does not
+                # report what went): forget it.
+                self.cache.servings.drop(key, key[1])
+                return
             # An API server outage is expected, not a crash: the decision is judged again at the next poll.
             LOG.warning("health %s/%s: the API server did not take the decision (%s); judging again at the next poll", *key, applying.short_error(error))
         except Exception:  # noqa: BLE001 - one serving's surprise must not stop the loop for all the others

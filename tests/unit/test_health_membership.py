@@ -113,3 +113,20 @@ def test_availability_is_written_once_reconcile_recorded_the_serving():
     spec = api.SpeculativeServingSpec.model_validate(body["spec"])
     asyncio.run(controller.refresh_availability(kube, body, spec, render.DecisionState(), cache))
     assert kube.last["phase"] == "Ready"
+
+
+class GoneKube(RecordingKube):
+    async def update_serving_status(self, namespace: str, name: str, build, known=None, **_) -> dict | None:
+        from kubernetes.client.exceptions import ApiException
+
+        raise ApiException(status=404, reason="Not Found")
+
+
+def test_a_serving_the_api_server_no_longer_has_is_forgotten():
+    loop = loop_over("a")
+    loop.cache = indexes.Cache(None, None, None)
+    loop.cache.servings.put(("team", "a"), "a", snapshot("a"))
+    loop.cache.deployments.put(("team", "a"), "a", available_deployment("a"))
+    loop.memo["kube"] = GoneKube()
+    asyncio.run(loop.judge(("team", "a"), metrics.MetricsError("ConnectionError: refused")))
+    assert loop.members() == []
