@@ -25,6 +25,7 @@ from specserve.telemetry import TELEMETRY
 MANAGED = indexes.MANAGED
 API_UNREACHABLE = applying.API_UNREACHABLE
 AVAILABILITY_WRITERS = 16  # availability status writes in flight at once (the API pool has kube.API_THREADS threads)
+RECONCILES_AT_ONCE = 64  # twice the API pool: it stays busy, and a burst of creates does not hold thousands of renders and answers
 
 
 # ---------------------------------------------------------------- start-up
@@ -66,6 +67,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     if "health_loop" not in memo:
         memo["health_loop"] = healthloop.HealthLoop(memo["poller"], memo)
     memo["cache"] = indexes.Cache()
+    memo["reconciling"] = asyncio.Semaphore(RECONCILES_AT_ONCE)
     started = time.monotonic()
     found = await memo["cache"].fill(memo["kube"], operator_settings.namespaces, operator_settings.list_chunk_size)
     logger.info("read %s in %.1f s", ", ".join(f"{n} {plural}" for plural, n in found.items()), time.monotonic() - started)
@@ -143,7 +145,8 @@ async def _pod_monitor_api(client: kube.Kube, settings: OperatorSettings) -> boo
 async def reconcile_serving(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, retry: int, **kwargs: Any) -> None:
     started = time.perf_counter()
     try:
-        written = await reconcile(dict(body), memo, logger, retry, memo["cache"])
+        async with memo["reconciling"]:
+            written = await reconcile(dict(body), memo, logger, retry, memo["cache"])
     except kopf.TemporaryError:
         TELEMETRY.record_reconcile("error", time.perf_counter() - started, reason="ApplyFailed")
         raise

@@ -60,14 +60,14 @@ class HealthLoop:
             await self.cycle(result)
 
     async def cycle(self, result: health.PollResult) -> None:
-        """Judge every member against one poll."""
-        limit = asyncio.Semaphore(CONCURRENT_WRITES)
+        """Judge every member against one poll: a few judges take the members in turn (not a task each)."""
+        members = iter(self.members())
 
-        async def one(key: indexes.ServingKey) -> None:
-            async with limit:
+        async def judge_in_turn() -> None:
+            for key in members:
                 await self.judge(key, result)
 
-        await asyncio.gather(*(one(key) for key in self.members()))
+        await asyncio.gather(*(judge_in_turn() for _ in range(CONCURRENT_WRITES)))
 
     def subscribe_members(self) -> None:
         """Subscribe every accepted member at its window; forget servings that are gone or no longer ours."""
