@@ -125,9 +125,13 @@ RECORDED = {
     "waiting": "serving_role:vllm_num_requests_waiting:sum",
     "kv_cache_usage": "serving_role:vllm_kv_cache_usage_perc:avg",
 }
-# A series only the current rules record, present for every role of every serving: rules of an older chart (which
-# recorded the quantiles but not the load fields) count as absent, and the poll stays raw rather than lose fields.
-RECORDING_PROBE = "count(serving_role:vllm_num_requests_running:avg_over_time5m)"
+# One series of each recording group, present for every role of every serving: true once each group has been
+# evaluated (they have their own offsets in the interval), and false under an older chart's rules, which recorded
+# the quantiles but not the load fields: the poll then stays raw rather than lose fields.
+RECORDING_PROBE = " and ".join(
+    f"count({series})"
+    for series in ("serving_role:vllm_num_requests_running:avg_over_time5m", RECORDED["p99_tpot"], RECORDED["p99_ttft"])
+)
 
 
 def poll_queries(window_seconds: int, labels: Labels = Labels(), recorded: bool = False) -> dict[str, str]:

@@ -119,9 +119,17 @@ def test_every_field_of_the_poll_has_a_recorded_series():
     assert metrics.RECORDED.keys() == metrics.queries(metrics.RECORDED_WINDOW_SECONDS).keys()
 
 
-def test_the_probe_asks_for_a_series_only_the_current_rules_record():
-    assert re.fullmatch(r"count\(([a-z_:0-9]+)\)", metrics.RECORDING_PROBE)[1] in _recorded_names()
-    assert "num_requests_running" in metrics.RECORDING_PROBE  # present for every role; older charts did not record it
+def test_the_probe_asks_for_one_series_of_each_recording_group_and_one_only_the_current_rules_record():
+    import yaml
+
+    from tests.helpers import ROOT
+
+    probed = re.findall(r"count\(([a-z_:0-9]+)\)", metrics.RECORDING_PROBE)
+    assert metrics.RECORDING_PROBE == " and ".join(f"count({series})" for series in probed)
+    groups = yaml.safe_load((ROOT / "charts" / "specserve" / "files" / "specserve.rules.yaml").read_text())["groups"]
+    for group in (g for g in groups if "recording" in g["name"]):
+        assert {r["record"] for r in group["rules"]} & set(probed), group["name"]
+    assert "serving_role:vllm_num_requests_running:avg_over_time5m" in probed  # older charts did not record it
 
 
 def test_recorded_series_replace_raw_queries_only_for_their_window_and_the_default_labels():
