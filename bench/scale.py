@@ -939,7 +939,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
         mine = sorted((r for r in rows if r["operator"] == label), key=lambda r: r["servings"])
         colour = f"C{i}"
         for ax, key, limit_key, style, name in ((times, "converge_s", "converge_timeout_s", "-o", "converge"), (times, "restart_s", "restart_timeout_s", "--s", "restart")):
-            drawn = [r for r in mine if not (name == "restart" and r.get("restart_note"))]  # not measured: no point
+            drawn = [r for r in mine if not (name == "restart" and (r.get("restart_note") or r.get("restart_timeout_s") is None))]  # not measured (or a floor row): no point
             xs = [r["servings"] for r in drawn]
             ys = [r[key] if r.get(key) is not None else r.get(limit_key) for r in drawn]
             ax.plot(xs, ys, style, color=colour, label=f"{name}: {label}")
@@ -947,7 +947,9 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
                 if r.get(key) is None:
                     ax.plot([x], [y], "x", color="red", markersize=12)
                     ax.annotate(f"{name}: not done in {y:.0f} s", (x, y), textcoords="offset points", xytext=(-115, -14 if name == "converge" else 6), fontsize=7, color="red")
-        memory.plot([r["servings"] for r in mine], [r["peak_rss_mib"] for r in mine], "-o", color=colour, label=label)
+        held = [r for r in mine if r.get("peak_rss_mib") is not None]
+        if held:
+            memory.plot([r["servings"] for r in held], [r["peak_rss_mib"] for r in held], "-o", color=colour, label=label)
         polled = [r for r in mine if r.get("poll_s") is not None]
         if polled:
             poll.plot([r["servings"] for r in polled], [r["poll_s"] for r in polled], "-o", color=colour, label=f"raw, 60 s window: {label}")
