@@ -77,6 +77,12 @@ class Store(Mapping[ServingKey, list[dict[str, Any]]]):
                 del self._by[key]
         self._under.pop((key[0], name), None)
 
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop an object by its name, under whichever serving it is kept."""
+        key = self._under.get((namespace, name))
+        if key is not None:
+            self.drop(key, name)
+
     def __getitem__(self, key: ServingKey) -> list[dict[str, Any]]:
         return list(self._by[key].values())
 
@@ -137,9 +143,7 @@ class Cache:
         store = self.deployments if body.get("kind") == "Deployment" else self.services
         serving = (meta.get("labels") or {}).get(render.SERVING_LABEL)
         if type == "DELETED" or not serving:
-            key = store._under.get((namespace, name))
-            if key is not None:
-                store.drop(key, name)
+            store.forget(namespace, name)
         else:
             store.put((namespace, serving), name, summary(body))
 

@@ -140,9 +140,7 @@ class Kube:
             raise
 
     async def list(self, kind: Kind, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
-        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        result = await self.call("GET", kind.path(namespace), query=[("labelSelector", selector)])
-        return list(result.get("items", []))
+        return [item async for page in self.pages(kind, namespace, labels, limit=0) for item in page]
 
     async def pages(self, kind: Kind, namespace: str | None, labels: dict[str, str] | None = None, limit: int = 500) -> AsyncIterator[list[dict[str, Any]]]:
         """LIST in pages of `limit` (all at once for 0): one page of parsed objects in memory at a time."""
