@@ -242,7 +242,7 @@ class Operator:
     def served(self) -> int | None:
         """The servings the operator says it handles (sum of specserve_servings by phase), None if not exposed."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics?name[]=specserve_servings", timeout=5) as response:
                 text = response.read().decode()
         except OSError:
             return None

@@ -16,8 +16,8 @@ import pydantic
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
-from specserve import api, applying, availability, health, healthloop, indexes, kube, metrics, planner, render
-from specserve.servings import decision_state, owner_of, refused
+from specserve import api, applying, availability, health, healthloop, indexes, kube, metrics, planner, render, rendering
+from specserve.servings import decision_state, refused
 from specserve.conditions import condition, find as _find_condition, merge_conditions
 from specserve.settings import OperatorSettings
 from specserve.telemetry import TELEMETRY
@@ -25,6 +25,7 @@ from specserve.telemetry import TELEMETRY
 MANAGED = indexes.MANAGED
 API_UNREACHABLE = applying.API_UNREACHABLE
 AVAILABILITY_WRITERS = 16  # availability status writes in flight at once (the API pool has kube.API_THREADS threads)
+WORKER_IDLE_SECONDS = 0.5  # how long a Kopf worker waits for its object's next event before it exits
 RECONCILES_AT_ONCE = 64  # twice the API pool: it stays busy, and a burst of creates does not hold thousands of renders and answers
 
 
@@ -41,6 +42,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     # this timeout it judges a stale copy (without its record of the handled spec) and runs the create handler a
     # second time. Kopf's 5 s was too short for a loaded API server: 849 of 1,000 servings were created twice.
     settings.persistence.consistency_timeout = 60.0
+    # An idle Kopf worker keeps the last body it handled until it exits: at Kopf's 5 s, a start listing thousands
+    # of objects held every body of the last 5 s (tens of MB at 2,000 servings) after it was handled.
+    settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
     quiet_watch_handlers()
     settings.posting.reporting_component = render.MANAGER
     # Only warnings of Kopf's object loggers become Events; the Events that explain (Applied, DriftReverted,
@@ -67,6 +71,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     if "health_loop" not in memo:
         memo["health_loop"] = healthloop.HealthLoop(memo["poller"], memo)
     memo["cache"] = indexes.Cache()
+    memo["renderings"] = rendering.Renderings()  # here: each object's memo is a shallow copy of this one, made later
     memo["reconciling"] = asyncio.Semaphore(RECONCILES_AT_ONCE)
     started = time.monotonic()
     found = await memo["cache"].fill(memo["kube"], operator_settings.namespaces, operator_settings.list_chunk_size)
@@ -184,13 +189,11 @@ async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger, 
     generation = meta.get("generation")
     client: kube.Kube = memo["kube"]
     try:
-        spec = api.SpeculativeServingSpec.model_validate(body.get("spec") or {})
-        state = decision_state(spec, status)
-        objects = render.render(owner_of(body), spec, state, render.RenderOptions(pod_monitor_api=memo.get("pod_monitor_api", False)))
+        intent = renderings_of(memo).of(body, memo.get("pod_monitor_api", False))
     except (pydantic.ValidationError, render.RenderError) as error:
         reason = getattr(error, "reason", "InvalidSpec")
         return await _reject(client, body, reason, api.describe_error(error, prefix="spec."), cache=cache)
-    budget = planner.verdict(planner.plan(spec, speculation=state.speculation))
+    spec, state, objects, budget = intent.spec, intent.state, intent.objects, intent.budget
     memory = condition("MemoryBudget", budget.status, budget.reason, budget.message, generation)
     if budget.blocking:
         return await _reject(client, body, planner.REFUSED_REASON, budget.message, [memory], cache=cache)
@@ -408,15 +411,21 @@ def _wanted(
     if refused(serving):
         return None  # a spec the serving's own handler refused: its previous objects are left as they are
     try:
-        spec = api.SpeculativeServingSpec.model_validate(serving.get("spec") or {})
-        state = decision_state(spec, serving.get("status") or {})
-        desired = render.render(owner_of(serving), spec, state, render.RenderOptions(pod_monitor_api=memo.get("pod_monitor_api", False)))
+        intent = renderings_of(memo).of(serving, memo.get("pod_monitor_api", False))
     except (pydantic.ValidationError, render.RenderError):
         return None
-    if planner.verdict(planner.plan(spec, speculation=state.speculation)).blocking:
+    if intent.budget.blocking:
         return None  # reconcile refuses it too, perhaps not yet recorded
-    wanted = next((o for o in desired if o["kind"] == live["kind"] and o["metadata"]["name"] == live["metadata"]["name"]), None)
-    return None if wanted is None else (serving, spec, state, wanted)
+    wanted = next((o for o in intent.objects if o["kind"] == live["kind"] and o["metadata"]["name"] == live["metadata"]["name"]), None)
+    return None if wanted is None else (serving, intent.spec, intent.state, wanted)
+
+
+def renderings_of(memo: kopf.Memo) -> rendering.Renderings:
+    """The operator's remembered renderings (configure makes them; a handler called without it gets its own)."""
+    renderings = memo.get("renderings")
+    if renderings is None:
+        renderings = memo["renderings"] = rendering.Renderings()
+    return renderings
 
 
 async def refresh_availability(client: kube.Kube, serving: dict[str, Any], spec: api.SpeculativeServingSpec, state: render.DecisionState, cache: indexes.Cache) -> None:

@@ -88,6 +88,18 @@ def test_servings_gauge_counts_objects_by_phase() -> None:
     assert counts == {"Pending": 0, "Progressing": 1, "Ready": 1, "Degraded": 0, "Invalid": 0}
 
 
+def test_phase_counts_follow_moves_forgets_and_returns() -> None:
+    t = Telemetry()
+    t.set_serving("a", "one")  # first seen without a phase: Pending
+    t.set_serving("a", "two", phase="Ready")
+    t.set_serving("a", "one", phase="Ready")
+    t.forget_serving("a", "two")
+    t.forget_serving("a", "never-seen")
+    t.set_serving("a", "two", phase="Degraded")
+    counts = {p: value(t, "specserve_servings", phase=p) for p in PHASES}
+    assert counts == {"Pending": 0, "Progressing": 0, "Ready": 1, "Degraded": 1, "Invalid": 0}
+
+
 def test_speculation_and_metrics_gauges_follow_the_serving() -> None:
     t = Telemetry()
     t.set_serving("a", "one", speculation=False, metrics_available=True)

@@ -1,0 +1,63 @@
+"""What one version of a serving renders to: its parsed spec, decision state, objects and memory verdict.
+
+Remembered for the most recent versions, because a start renders every serving once for its resume and once for
+each object it owns (the drift check of Kopf's listing); the version is the resourceVersion, so any change renders anew.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from specserve import api, planner, render
+from specserve.servings import decision_state, owner_of
+
+REMEMBERED = 512  # versions kept; Kopf lists servings, Deployments and Services in the same name order, so the three
+# renders of one serving come close together, and 512 renderings (some 8 MB at 2 objects each) cover that distance
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """A serving version's intent. Shared between callers: read it, never change it."""
+
+    spec: api.SpeculativeServingSpec
+    state: render.DecisionState
+    objects: list[dict[str, Any]]
+    budget: planner.Verdict
+
+
+def rendering(serving: Mapping[str, Any], pod_monitor_api: bool) -> Rendering:
+    """Parse, decide and render one serving; raises pydantic.ValidationError or render.RenderError as render does."""
+    spec = api.SpeculativeServingSpec.model_validate(serving.get("spec") or {})
+    state = decision_state(spec, serving.get("status") or {})
+    objects = render.render(owner_of(serving), spec, state, render.RenderOptions(pod_monitor_api=pod_monitor_api))
+    return Rendering(spec, state, objects, planner.verdict(planner.plan(spec, speculation=state.speculation)))
+
+
+class Renderings:
+    """The renderings of the last `size` serving versions seen, oldest forgotten first. A spec that cannot be
+    rendered is not remembered: its error is raised again each time (it is rare, and the caller reports it)."""
+
+    def __init__(self, size: int = REMEMBERED) -> None:
+        self.size = size
+        self._kept: OrderedDict[tuple[Any, ...], Rendering] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def of(self, serving: Mapping[str, Any], pod_monitor_api: bool) -> Rendering:
+        meta = serving.get("metadata") or {}
+        version = meta.get("resourceVersion")
+        if version is None:  # an object not from the API server (a test's, a dry run's): nothing names its version
+            return rendering(serving, pod_monitor_api)
+        key = (meta.get("namespace"), meta.get("name"), meta.get("uid"), version, pod_monitor_api)
+        found = self._kept.get(key)
+        if found is not None:
+            self.hits += 1
+            self._kept.move_to_end(key)
+            return found
+        self.misses += 1
+        found = self._kept[key] = rendering(serving, pod_monitor_api)
+        if len(self._kept) > self.size:
+            self._kept.popitem(last=False)
+        return found
