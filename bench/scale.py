@@ -68,6 +68,10 @@ def operator_child(probe_out: str, argv: list[str]) -> None:
 
     sys.path[0] = os.getcwd()  # as `python -m` would have it
     threading.Thread(target=_probe, args=(Path(probe_out),), daemon=True, name="scale-probe").start()
+    if argv[:1] == ["--bare-kopf"]:
+        sys.argv = [str(ROOT / "bench" / "bare_kopf.py"), *argv[1:]]
+        runpy.run_path(sys.argv[0], run_name="__main__")
+        return
     sys.argv = ["specserve.cli", *argv]
     runpy.run_module("specserve.cli", run_name="__main__", alter_sys=True)
 
@@ -267,6 +271,43 @@ class Operator:
             self.process.wait()
             self.final["killed_after_grace"] = True
         return round(time.monotonic() - started, 2)
+
+
+class BareKopf(Operator):
+    """bench/bare_kopf.py: Kopf with the operator's watches and settings and handlers that do nothing."""
+
+    def __init__(self, source: Path, namespace: str, kubeconfig: str, log: Path) -> None:
+        super().__init__(source, namespace, kubeconfig, log)
+        self.counts_servings = False
+
+    def start(self) -> "BareKopf":
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig, "PYTHONPATH": str(self.source / "operator")}
+        command = [sys.executable, str(Path(__file__).resolve()), "--operator-child", str(self.probe_out), "--bare-kopf",
+                   self.namespace, f"http://127.0.0.1:{self.liveness_port}/healthz"]
+        self.probe_out.unlink(missing_ok=True)
+        self.started = time.monotonic()
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.source)
+        return self
+
+    def served(self) -> int | None:
+        return None
+
+
+def measure_bare_kopf(api: "Api", n: int, ns: str, source: Path, kubeconfig: str, log: Path, timeout: float) -> dict[str, Any]:
+    """Restart bare Kopf over the same servings: until it is alive and idle (under 10% of a core over 10 s)."""
+    bare = BareKopf(source, ns, kubeconfig, log).start()
+    try:
+        base = api.requests()
+        found, snap, _ = quiet_after(api, bare, bare.started, base, 10, timeout, n, wait_idle=True)
+        writes = owned_counts(snap)[0] - owned_counts(base)[0]
+        stop_s = bare.stop()
+        return {"idle_s": found["cpu_idle_s"], "owned_writes": writes, "cpu_s": bare.final.get("cpu_s"), "peak_rss_mib": bare.final.get("peak_rss_mib"),
+                "max_loop_lag_s": bare.final.get("max_loop_lag_s"), "cpu_timeline": found["cpu_timeline"], "stop_s": stop_s}
+    finally:
+        if bare.process.poll() is None:
+            bare.process.kill()
+            bare.process.wait()
 
 
 def proc_cpu_seconds(pid: int) -> float | None:
@@ -690,6 +731,9 @@ def measure(n: int, args: argparse.Namespace, cluster: Cluster, source: Path, op
             },
         })
         row["restart"]["operator_stop_s"] = second.stop()
+        if args.bare_kopf:
+            time.sleep(2)
+            row["bare_kopf_restart"] = measure_bare_kopf(api, n, ns, source, cluster.kubeconfig, log_dir / f"{tag}-bare-kopf.log", args.restart_timeout)
         second_final, first_final = second.final, first.final
         row["restart"]["operator"] = second_final
         row["converge"]["operator"] = first_final
@@ -1019,6 +1063,8 @@ def main() -> None:
     parser.add_argument("--settle-quiet", type=float, default=60, help="the same before the restart: long enough for the health loop's first judgements")
     parser.add_argument("--linger", type=float, default=60, help="after the restart settled, watch at least this long (and until the operator is idle, "
                         "up to --restart-timeout) for late writes")
+    parser.add_argument("--bare-kopf", action="store_true", help="after the restart, restart bench/bare_kopf.py (Kopf with the operator's watches and "
+                        "settings, handlers that do nothing) over the same servings: the floor under the operator's restart")
     parser.add_argument("--poll-cycles", type=int, default=3)
     parser.add_argument("--no-poll", action="store_true", help="skip the Prometheus poll cost")
     parser.add_argument("--poll-recorded", choices=["auto", "yes", "no"], default="auto",

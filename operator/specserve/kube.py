@@ -25,6 +25,7 @@ from specserve import api, render
 API_THREADS = 32  # blocking API calls in flight at once (asyncio's default pool has cores + 4 threads)
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,10 @@ class Kube:
         self._turns: dict[tuple[str, str], list[Any]] = {}  # per serving: [its status-write lock, writers waiting or writing]
         self._written: dict[tuple[str, str], dict[str, Any]] = {}  # per serving: resourceVersion and status of this process's last status write
 
-    def _call(self, method: str, path: str, body: Any = None, content_type: str | None = None, query: list[tuple[str, Any]] | None = None) -> Any:
-        headers = {"Accept": "application/json"}
+    def _call(
+        self, method: str, path: str, body: Any = None, content_type: str | None = None, query: list[tuple[str, Any]] | None = None, accept: str = "application/json"
+    ) -> Any:
+        headers = {"Accept": accept}
         if content_type:
             headers["Content-Type"] = content_type
         request = self.client.param_serialize(
@@ -142,12 +145,17 @@ class Kube:
     async def list(self, kind: Kind, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
         return [item async for page in self.pages(kind, namespace, labels, limit=0) for item in page]
 
-    async def pages(self, kind: Kind, namespace: str | None, labels: dict[str, str] | None = None, limit: int = 500) -> AsyncIterator[list[dict[str, Any]]]:
-        """LIST in pages of `limit` (all at once for 0): one page of parsed objects in memory at a time."""
+    async def pages(
+        self, kind: Kind, namespace: str | None, labels: dict[str, str] | None = None, limit: int = 500, metadata_only: bool = False
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """LIST in pages of `limit` (all at once for 0): one page of parsed objects in memory at a time.
+        `metadata_only`: each item is only the object's metadata (the API server's PartialObjectMetadata)."""
         query: list[tuple[str, Any]] = [("labelSelector", ",".join(f"{k}={v}" for k, v in sorted(labels.items())))] if labels else []
+        accept = METADATA_ONLY if metadata_only else "application/json"
         token = None
         while True:
-            page = await self.call("GET", kind.path(namespace), query=query + ([("limit", limit)] if limit else []) + ([("continue", token)] if token else []))
+            paging = ([("limit", limit)] if limit else []) + ([("continue", token)] if token else [])
+            page = await self.call("GET", kind.path(namespace), query=query + paging, accept=accept)
             yield list(page.get("items") or [])
             token = (page.get("metadata") or {}).get("continue")
             if not token:

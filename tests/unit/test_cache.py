@@ -55,8 +55,8 @@ class PagingKube:
     def __init__(self, items: dict[str, list[dict]], namespaces: list[str] = ()) -> None:
         self.items, self.namespaces, self.requests = items, list(namespaces), []
 
-    async def call(self, method: str, path: str, query=()) -> dict:
-        self.requests.append((path, dict(query)))
+    async def call(self, method: str, path: str, query=(), accept: str = "application/json") -> dict:
+        self.requests.append((path, {**dict(query), "accept": accept}))
         if path == "/api/v1/namespaces":
             return {"items": [{"metadata": {"name": n}} for n in self.namespaces]}
         plural = path.rsplit("/", 1)[1]
@@ -79,6 +79,16 @@ def test_fill_reads_every_kind_a_page_at_a_time():
     deployment_pages = [q for path, q in client.requests if path.endswith("/deployments")]
     assert len(deployment_pages) == 3 and all(q["limit"] == 2 for q in deployment_pages)
     assert all(q["labelSelector"] == "app.kubernetes.io/managed-by=specserve" for q in deployment_pages)
+
+
+def test_fill_reads_services_as_metadata_only():
+    service = {"metadata": {"name": "llama", "namespace": "team", "labels": {"specserve.dev/serving": "llama"}, "ownerReferences": [{"uid": "u-1"}]}}
+    client = PagingKube({"services": [service]})
+    cache = indexes.Cache()
+    asyncio.run(cache.fill(client, [], chunk=500))
+    accepts = {path.rsplit("/", 1)[1]: q["accept"] for path, q in client.requests}
+    assert accepts["services"] == kube.METADATA_ONLY and accepts["deployments"] == "application/json"
+    assert [o["kind"] for o in cache.owned("team", "llama", "u-1")] == ["Service"]
 
 
 def test_fill_lists_across_namespaces_when_cluster_wide():
