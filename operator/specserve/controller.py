@@ -175,6 +175,7 @@ async def track_serving(type: str | None, body: kopf.Body, namespace: str, name:
     deletion handler: that would need a finalizer on every serving, and nothing here must block a deletion (the
     serving's objects go with it by their owner references)."""
     memo["cache"].observe(type, body)
+    memo["kube"].watched(namespace, name, None if type == "DELETED" else body)
     if type == "DELETED":
         TELEMETRY.forget_serving(namespace, name)
         applying.ledger_of(memo).forget_serving(namespace, name)

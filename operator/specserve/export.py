@@ -24,8 +24,6 @@ LINE_KEYS = tuple(key for key in replay.KEYS if key != "k")
 MAX_POINTS = 10_000  # per range query; Prometheus refuses more than 11,000 points per series
 DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w)")
 UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-OS_ERROR = re.compile(r"\[Errno -?\d+\] ([^\"')]+)")
-PROMETHEUS_ERROR = re.compile(r'"error":"((?:[^"\\]|\\.)*)"')
 TIME_FORMS = "Unix seconds, RFC 3339 (2026-01-01T09:00:00Z), now, or now-DURATION (now-6h)"
 
 
@@ -95,17 +93,7 @@ def _run(query_range: metrics.QueryRange, promql: str, chunk: TimeRange) -> list
     try:
         return query_range(promql, chunk.start, chunk.end, chunk.step)
     except Exception as error:  # noqa: BLE001 - the client raises requests, urllib3 and its own errors
-        raise metrics.MetricsError(_problem(error)) from error
-
-
-def _problem(error: Exception) -> str:
-    """One line: the OS error behind a failed connection, else Prometheus's own error text, else the exception."""
-    text = " ".join(str(error).split())
-    refused = OS_ERROR.search(text)
-    if refused:
-        return f"cannot connect: {refused.group(1)}"
-    said = PROMETHEUS_ERROR.search(text)
-    return f"{type(error).__name__}: {said.group(1) if said else text}"
+        raise metrics.MetricsError(metrics.problem(error)) from error
 
 
 def _ours(series: dict[str, Any], serving: Serving, labels: metrics.Labels) -> bool:

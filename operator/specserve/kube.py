@@ -231,6 +231,14 @@ class Kube:
             self._written.pop(key, None)  # the watch has caught up with (or gone past) what this process wrote
         return mine if newer else seen
 
+    def watched(self, namespace: str, name: str, seen: dict[str, Any] | None) -> None:
+        """The watch delivered `seen` (None: the serving is gone): this process's own written copy of its status is
+        kept only while it is newer, so thousands of servings do not each keep a second copy of their status."""
+        key = (namespace, name)
+        mine = self._written.get(key)
+        if mine is not None and (seen is None or _revision(mine) <= _revision(seen)):
+            del self._written[key]
+
     async def serves(self, group: str, version: str, plural: str) -> bool:
         """Whether the API server serves a resource (discovery), e.g. PodMonitors."""
         try:

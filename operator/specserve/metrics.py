@@ -18,6 +18,8 @@ from prometheus_api_client import PrometheusConnect
 from specserve import vllm
 
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+OS_ERROR = re.compile(r"\[Errno -?\d+\] ([^\"')]+)")
+PROMETHEUS_ERROR = re.compile(r'"error":"((?:[^"\\]|\\.)*)"')
 RoleKey = tuple[str, str, str]  # namespace, serving, role
 
 
@@ -204,10 +206,21 @@ def poll(query: Query, windows: set[int], labels: Labels = Labels(), recorded: b
             try:
                 samples = query(promql)
             except Exception as error:  # noqa: BLE001 - the client raises requests, urllib3 and its own errors
-                raise MetricsError(f"{type(error).__name__}: {error}") from error
+                raise MetricsError(problem(error)) from error
             _fill(table, name, samples, labels)
         by_window[window] = table
     return Poll(by_window, count, time.monotonic() - started, recorded and RECORDED_WINDOW_SECONDS in by_window and labels == Labels())
+
+
+def problem(error: Exception) -> str:
+    """One line: the OS error behind a failed connection, else Prometheus's own error text, else the exception.
+    The client's own text repeats the whole URL-encoded query, which is no help in a condition kept on every serving."""
+    text = " ".join(str(error).split())
+    refused = OS_ERROR.search(text)
+    if refused:
+        return f"cannot connect: {refused.group(1)}"
+    said = PROMETHEUS_ERROR.search(text)
+    return f"{type(error).__name__}: {said.group(1) if said else text}"
 
 
 def _fill(table: dict[RoleKey, RoleMetrics], name: str, samples: list[dict[str, Any]], labels: Labels) -> None:

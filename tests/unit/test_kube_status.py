@@ -97,3 +97,21 @@ def test_a_serving_gone_returns_none_and_forgets_it():
     c.get = gone  # type: ignore[method-assign]
     assert asyncio.run(c.update_serving_status("ns", "s", set_phase("Ready"))) is None
     assert ("ns", "s") not in c._written
+
+
+def test_the_own_copy_is_dropped_once_the_watch_delivers_that_version():
+    server = FakeServer()
+    c = client(server)
+    asyncio.run(c.update_serving_status("ns", "s", set_phase("Progressing"), known=server.body()))
+    c.watched("ns", "s", {"metadata": {"resourceVersion": "10"}})  # older than the write: still needed
+    assert ("ns", "s") in c._written
+    c.watched("ns", "s", server.body())
+    assert ("ns", "s") not in c._written
+
+
+def test_the_own_copy_of_a_deleted_serving_is_dropped():
+    server = FakeServer()
+    c = client(server)
+    asyncio.run(c.update_serving_status("ns", "s", set_phase("Progressing"), known=server.body()))
+    c.watched("ns", "s", None)
+    assert ("ns", "s") not in c._written

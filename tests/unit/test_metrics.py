@@ -65,6 +65,25 @@ def test_any_failure_is_a_metrics_error():
         metrics.poll(broken, {60})
 
 
+def test_a_refused_connection_is_one_short_line_without_the_query():
+    said = (
+        "HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded with url: /api/v1/query?query=sum+by+%28namespace%29 "
+        "(Caused by NewConnectionError(\"<urllib3.connection.HTTPConnection object>: Failed to establish a new connection: [Errno 111] Connection refused\"))"
+    )
+
+    def refused(_):
+        raise ConnectionError(said)
+
+    with pytest.raises(metrics.MetricsError) as raised:
+        metrics.poll(refused, {300})
+    assert str(raised.value) == "cannot connect: Connection refused"
+
+
+def test_prometheus_own_error_text_is_kept():
+    error = RuntimeError('HTTP Status Code 422 (b\'{"status":"error","errorType":"execution","error":"query timed out"}\')')
+    assert metrics.problem(error) == "RuntimeError: query timed out"
+
+
 # ---------------------------------------------------------------- running requests and the batch size
 
 
