@@ -7,6 +7,7 @@ the health loop read it instead of asking the API server. Only summaries are kep
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -55,14 +56,20 @@ def serving_snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-class Store(Mapping[ServingKey, list[dict[str, Any]]]):
+def compact(snapshot: dict[str, Any]) -> bytes:
+    """A serving snapshot as compact JSON: its spec with the API server's defaults and its status (conditions, the
+    health record) are some 15 KB as Python objects and 3 KB as JSON; thousands are kept for as long as they exist."""
+    return json.dumps(snapshot, separators=(",", ":")).encode()
+
+
+class Store(Mapping[ServingKey, list[Any]]):
     """One kind of object by the serving it belongs to: store[(namespace, serving)] lists the summaries."""
 
     def __init__(self) -> None:
-        self._by: dict[ServingKey, dict[str, dict[str, Any]]] = {}
+        self._by: dict[ServingKey, dict[str, Any]] = {}
         self._under: dict[tuple[str, str], ServingKey] = {}  # (namespace, object name) -> the serving it is kept under
 
-    def put(self, key: ServingKey, name: str, value: dict[str, Any]) -> None:
+    def put(self, key: ServingKey, name: str, value: Any) -> None:
         before = self._under.get((key[0], name))
         if before is not None and before != key:
             self.drop(before, name)  # relabelled to another serving
@@ -83,7 +90,7 @@ class Store(Mapping[ServingKey, list[dict[str, Any]]]):
         if key is not None:
             self.drop(key, name)
 
-    def __getitem__(self, key: ServingKey) -> list[dict[str, Any]]:
+    def __getitem__(self, key: ServingKey) -> list[Any]:
         return list(self._by[key].values())
 
     def __iter__(self) -> Iterator[ServingKey]:
@@ -93,7 +100,7 @@ class Store(Mapping[ServingKey, list[dict[str, Any]]]):
         return len(self._by)
 
 
-def one(index: Mapping[ServingKey, Iterable[dict[str, Any]]], key: ServingKey) -> dict[str, Any] | None:
+def one(index: Mapping[ServingKey, Iterable[Any]], key: ServingKey) -> Any:
     """The single value kept under a key (a serving), or None."""
     return next(iter(index[key]), None) if key in index else None
 
@@ -111,7 +118,9 @@ class Cache:
         self.services = Store() if services is None else services
 
     def serving(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return one(self.servings, (namespace, name))
+        """The serving as last watched: a fresh dict at each call, the caller's to change."""
+        kept = one(self.servings, (namespace, name))
+        return None if kept is None else json.loads(kept)
 
     def owned(self, namespace: str, serving: str, uid: str | None = None) -> list[dict[str, Any]]:
         """The Deployments and Services a serving owns, as last seen by the watches."""
@@ -138,7 +147,7 @@ class Cache:
             if type == "DELETED":
                 self.servings.drop((namespace, name), name)
             else:
-                self.servings.put((namespace, name), name, serving_snapshot(body))
+                self.servings.put((namespace, name), name, compact(serving_snapshot(body)))
             return
         store = self.deployments if body.get("kind") == "Deployment" else self.services
         serving = (meta.get("labels") or {}).get(render.SERVING_LABEL)

@@ -101,3 +101,11 @@ def test_namespace_patterns_are_matched_as_kopf_matches_them():
     client = PagingKube({}, namespaces=["team-a", "team-b", "team-test", "other"])
     assert asyncio.run(indexes.watched_namespaces(client, ["team-*,!team-test", "exact"])) == ["exact", "team-a", "team-b"]
     assert asyncio.run(indexes.watched_namespaces(client, ["exact"])) == ["exact"]
+
+
+def test_a_serving_is_handed_out_as_a_fresh_copy():
+    cache = indexes.Cache()
+    cache.observe("ADDED", serving_body("llama"))
+    first = cache.serving("team", "llama")
+    first["status"]["phase"] = "Degraded"
+    assert cache.serving("team", "llama")["status"] == {"phase": "Ready"}

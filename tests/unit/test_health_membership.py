@@ -22,7 +22,7 @@ def snapshot(name: str, namespace: str = "team") -> dict:
 def loop_over(*names: str) -> healthloop.HealthLoop:
     poller = health.Poller(lambda *_: {}, metrics.Labels("namespace", "serving", "role"), 15)
     loop = healthloop.HealthLoop(poller, kopf.Memo())
-    loop.cache = indexes.Cache({("team", n): [snapshot(n)] for n in names}, {}, {})
+    loop.cache = indexes.Cache({("team", n): [indexes.compact(snapshot(n))] for n in names}, {}, {})
     return loop
 
 
@@ -35,7 +35,7 @@ def test_members_are_subscribed_at_their_window_and_a_serving_gone_from_the_inde
     loop.evaluated[("team", "b")] = 1.0
     loop.subscribe_members()
     assert set(loop.poller.subscribers) == {("team", "a"), ("team", "b")}
-    loop.cache = indexes.Cache({("team", "a"): [snapshot("a")]}, {}, {})
+    loop.cache = indexes.Cache({("team", "a"): [indexes.compact(snapshot("a"))]}, {}, {})
     loop.subscribe_members()
     assert set(loop.poller.subscribers) == {("team", "a")} and loop.evaluated == {}
 
@@ -78,7 +78,7 @@ def available_deployment(name: str) -> dict:
 
 def judged_writes(deployments: dict) -> list:
     loop = loop_over("a")
-    loop.cache = indexes.Cache({("team", "a"): [snapshot("a")]}, deployments, {})
+    loop.cache = indexes.Cache({("team", "a"): [indexes.compact(snapshot("a"))]}, deployments, {})
     loop.memo["kube"] = RecordingKube()
     asyncio.run(loop.judge(("team", "a"), metrics.MetricsError("ConnectionError: refused")))
     return loop.memo["kube"].written
@@ -98,7 +98,7 @@ def test_availability_is_not_written_before_reconcile_recorded_the_serving():
     body = snapshot("a")
     body["status"] = {}  # created, not reconciled yet: its first status is reconcile's
     kube = RecordingKube()
-    cache = indexes.Cache({("team", "a"): [body]}, {("team", "a"): [available_deployment("a")]}, {})
+    cache = indexes.Cache({("team", "a"): [indexes.compact(body)]}, {("team", "a"): [available_deployment("a")]}, {})
     spec = api.SpeculativeServingSpec.model_validate(body["spec"])
     asyncio.run(controller.refresh_availability(kube, body, spec, render.DecisionState(), cache))
     assert kube.written == [("team", "a")] and kube.last is None
@@ -109,7 +109,7 @@ def test_availability_is_written_once_reconcile_recorded_the_serving():
 
     body = snapshot("a")
     kube = RecordingKube()
-    cache = indexes.Cache({("team", "a"): [body]}, {("team", "a"): [available_deployment("a")]}, {})
+    cache = indexes.Cache({("team", "a"): [indexes.compact(body)]}, {("team", "a"): [available_deployment("a")]}, {})
     spec = api.SpeculativeServingSpec.model_validate(body["spec"])
     asyncio.run(controller.refresh_availability(kube, body, spec, render.DecisionState(), cache))
     assert kube.last["phase"] == "Ready"
@@ -125,7 +125,7 @@ class GoneKube(RecordingKube):
 def test_a_serving_the_api_server_no_longer_has_is_forgotten():
     loop = loop_over("a")
     loop.cache = indexes.Cache(None, None, None)
-    loop.cache.servings.put(("team", "a"), "a", snapshot("a"))
+    loop.cache.observe("ADDED", snapshot("a"))
     loop.cache.deployments.put(("team", "a"), "a", available_deployment("a"))
     loop.memo["kube"] = GoneKube()
     asyncio.run(loop.judge(("team", "a"), metrics.MetricsError("ConnectionError: refused")))
