@@ -21,6 +21,7 @@ from specserve import api, kube, render
 
 MANAGED = {render.MANAGED_BY_LABEL: render.MANAGER}
 ServingKey = tuple[str, str]
+CONDITION_FIELDS = ("type", "status", "reason", "message")
 LOG = logging.getLogger("specserve.cache")
 
 
@@ -40,7 +41,10 @@ def summary(body: Mapping[str, Any]) -> dict[str, Any]:
     }
     if body.get("kind") == "Deployment":
         kept["spec"] = {"replicas": (body.get("spec") or {}).get("replicas", 1)}
-        kept["status"] = dict(body.get("status") or {})
+        status = body.get("status") or {}
+        kept["status"] = {k: v for k, v in status.items() if k != "conditions"}
+        if "conditions" in status:  # availability reads a condition's type, status, reason and message, not its times
+            kept["status"]["conditions"] = [{k: c[k] for k in CONDITION_FIELDS if k in c} for c in status["conditions"] or []]
     return kept
 
 

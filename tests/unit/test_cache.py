@@ -109,3 +109,13 @@ def test_a_serving_is_handed_out_as_a_fresh_copy():
     first = cache.serving("team", "llama")
     first["status"]["phase"] = "Degraded"
     assert cache.serving("team", "llama")["status"] == {"phase": "Ready"}
+
+
+def test_a_deployment_condition_is_kept_without_its_timestamps():
+    body = deployment("llama", "llama")
+    body["status"]["conditions"] = [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable", "message": "ok",
+                                     "lastUpdateTime": "2026-12-02T10:00:00Z", "lastTransitionTime": "2026-12-02T10:00:00Z"}]
+    cache = indexes.Cache()
+    cache.observe("MODIFIED", body)
+    (kept,) = cache.deployments_of("team", "llama")
+    assert kept["status"]["conditions"] == [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable", "message": "ok"}]
