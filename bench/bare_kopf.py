@@ -6,13 +6,13 @@ specserve code runs (the floor under the operator's restart). Run: python bench/
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Any
 
 import kopf
 
 from specserve import api, controller, indexes
+from specserve.settings import OperatorSettings
 
 # Its own registry: importing specserve.controller registers the operator's real handlers in Kopf's default one.
 REGISTRY = kopf.OperatorRegistry()
@@ -25,16 +25,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.startup(registry=REGISTRY)
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
-    settings.persistence.diffbase_storage = controller.LeanDiffBaseStorage(prefix=api.GROUP, key="last-handled-configuration")
-    settings.persistence.consistency_timeout = 60.0
-    settings.queueing.idle_timeout = controller.WORKER_IDLE_SECONDS
-    settings.posting.level = logging.WARNING
-    settings.watching.chunk_size = 500
-    managed = ",".join(f"{k}={v}" for k, v in indexes.MANAGED.items())
-    for resource in (("apps", "deployments"), ("", "services")):
-        settings.watching.label_selectors[resource] = managed
-    controller.quiet_watch_handlers()
+    controller.configure_kopf(settings, OperatorSettings())  # the operator's own, not a copy of them
 
 
 @kopf.on.resume(api.GROUP, api.VERSION, api.PLURAL, registry=REGISTRY)

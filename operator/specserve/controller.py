@@ -36,29 +36,7 @@ RECONCILES_AT_ONCE = 64  # twice the API pool: it stays busy, and a burst of cre
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
     operator_settings: OperatorSettings = memo.get("settings") or OperatorSettings()
     memo["settings"] = operator_settings
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
-    settings.persistence.diffbase_storage = LeanDiffBaseStorage(prefix=api.GROUP, key="last-handled-configuration")
-    # After its own patch Kopf waits for the watch to deliver that version before judging the object again; past
-    # this timeout it judges a stale copy (without its record of the handled spec) and runs the create handler a
-    # second time. Kopf's 5 s was too short for a loaded API server: 849 of 1,000 servings were created twice.
-    settings.persistence.consistency_timeout = 60.0
-    # An idle Kopf worker keeps the last body it handled until it exits: at Kopf's 5 s, a start listing thousands
-    # of objects held every body of the last 5 s (tens of MB at 2,000 servings) after it was handled.
-    settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
-    quiet_watch_handlers()
-    settings.posting.reporting_component = render.MANAGER
-    # Only warnings of Kopf's object loggers become Events; the Events that explain (Applied, DriftReverted,
-    # ScheduleChanged, ...) are posted on purpose. Kopf's per-handler "succeeded" lines cost an Event each.
-    settings.posting.level = logging.WARNING
-    settings.peering.lifetime = operator_settings.peering_lifetime_seconds
-    settings.queueing.error_delays = [10, 20, 30, 60, 120, 300]
-    settings.networking.error_backoffs = kube.EndlessBackoffs()
-    settings.networking.enforce_retry_after = True  # a starting API server says when to come back (429, 1 s)
-    # The listing at start-up comes in pages: 5,000 Deployments in one answer are some 75 MB of JSON, parsed at once.
-    settings.watching.chunk_size = operator_settings.list_chunk_size or None
-    managed = ",".join(f"{k}={v}" for k, v in MANAGED.items())
-    for resource in (("apps", "deployments"), ("", "services")):
-        settings.watching.label_selectors[resource] = managed  # watch only what specserve manages, server-side
+    configure_kopf(settings, operator_settings)
     if "kube" not in memo:
         memo["kube"] = kube.Kube(kube.new_api_client())
     memo["pod_monitor_api"] = await _pod_monitor_api(memo["kube"], operator_settings)
@@ -85,6 +63,33 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     )
     if operator_settings.metrics_port and "metrics_server" not in memo:
         memo["metrics_server"], _ = TELEMETRY.serve(operator_settings.metrics_port)
+
+
+def configure_kopf(settings: kopf.OperatorSettings, operator_settings: OperatorSettings) -> None:
+    """Kopf's own settings for this operator: its storages, queueing, posting, networking and watches."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
+    settings.persistence.diffbase_storage = LeanDiffBaseStorage(prefix=api.GROUP, key="last-handled-configuration")
+    # After its own patch Kopf waits for the watch to deliver that version before judging the object again; past
+    # this timeout it judges a stale copy (without its record of the handled spec) and runs the create handler a
+    # second time. Kopf's 5 s was too short for a loaded API server: 849 of 1,000 servings were created twice.
+    settings.persistence.consistency_timeout = 60.0
+    # An idle Kopf worker keeps the last body it handled until it exits: at Kopf's 5 s, a start listing thousands
+    # of objects held every body of the last 5 s (tens of MB at 2,000 servings) after it was handled.
+    settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
+    quiet_watch_handlers()
+    settings.posting.reporting_component = render.MANAGER
+    # Only warnings of Kopf's object loggers become Events; the Events that explain (Applied, DriftReverted,
+    # ScheduleChanged, ...) are posted on purpose. Kopf's per-handler "succeeded" lines cost an Event each.
+    settings.posting.level = logging.WARNING
+    settings.peering.lifetime = operator_settings.peering_lifetime_seconds
+    settings.queueing.error_delays = [10, 20, 30, 60, 120, 300]
+    settings.networking.error_backoffs = kube.EndlessBackoffs()
+    settings.networking.enforce_retry_after = True  # a starting API server says when to come back (429, 1 s)
+    # The listing at start-up comes in pages: 5,000 Deployments in one answer are some 75 MB of JSON, parsed at once.
+    settings.watching.chunk_size = operator_settings.list_chunk_size or None
+    managed = ",".join(f"{k}={v}" for k, v in MANAGED.items())
+    for resource in (("apps", "deployments"), ("", "services")):
+        settings.watching.label_selectors[resource] = managed  # watch only what specserve manages, server-side
 
 
 @kopf.on.cleanup()
