@@ -16,7 +16,7 @@ import pydantic
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
-from specserve import api, applying, availability, health, healthloop, indexes, kube, metrics, planner, render, rendering
+from specserve import api, applying, availability, health, healthloop, indexes, kube, metrics, planner, reconciling, render, rendering
 from specserve.servings import decision_state, refused
 from specserve.conditions import condition, find as _find_condition, merge_conditions
 from specserve.settings import OperatorSettings
@@ -26,7 +26,7 @@ MANAGED = indexes.MANAGED
 API_UNREACHABLE = applying.API_UNREACHABLE
 AVAILABILITY_WRITERS = 16  # availability status writes in flight at once (the API pool has kube.API_THREADS threads)
 WORKER_IDLE_SECONDS = 0.5  # how long a Kopf worker waits for its object's next event before it exits
-RECONCILES_AT_ONCE = 64  # twice the API pool: it stays busy, and a burst of creates does not hold thousands of renders and answers
+RECONCILES_AT_ONCE = 64  # reconcile workers: twice the API pool, so it stays busy
 
 
 # ---------------------------------------------------------------- start-up
@@ -49,8 +49,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     if "health_loop" not in memo:
         memo["health_loop"] = healthloop.HealthLoop(memo["poller"], memo)
     memo["cache"] = indexes.Cache()
-    memo["renderings"] = rendering.Renderings()  # here: each object's memo is a shallow copy of this one, made later
-    memo["reconciling"] = asyncio.Semaphore(RECONCILES_AT_ONCE)
+    # Made here, not on first use: each object's memo is a shallow copy of this one, made later.
+    memo["renderings"] = rendering.Renderings()
+    memo.setdefault("ledger", applying.Ledger())
+    if "reconciler" not in memo:
+        memo["reconciler"] = reconciling.ReconcileQueue(
+            lambda key, failures: reconcile_marked(key, failures, memo, settings), RECONCILES_AT_ONCE, settings.queueing.error_delays
+        )
     started = time.monotonic()
     found = await memo["cache"].fill(memo["kube"], operator_settings.namespaces, operator_settings.list_chunk_size)
     logger.info("read %s in %.1f s", ", ".join(f"{n} {plural}" for plural, n in found.items()), time.monotonic() - started)
@@ -102,6 +107,8 @@ async def stop_background(memo: kopf.Memo, **_: Any) -> None:
         await memo["health_loop"].stop()
     if memo.get("availability") is not None:
         await memo["availability"].stop()
+    if memo.get("reconciler") is not None:
+        await memo["reconciler"].stop()
     server = memo.get("metrics_server")
     if server is not None:
         server.shutdown()
@@ -152,25 +159,35 @@ async def _pod_monitor_api(client: kube.Kube, settings: OperatorSettings) -> boo
 @kopf.on.resume(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.create(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.update(api.GROUP, api.VERSION, api.PLURAL)
-async def reconcile_serving(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, retry: int, **kwargs: Any) -> None:
+async def reconcile_serving(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """Mark the serving for the reconcile queue and return: the handler does not wait for the API server, so Kopf
+    forgets the event at once (the queue reconciles the newest copy the watch holds, see reconciling.py)."""
+    memo["reconciler"].mark((namespace, name))
+
+
+async def reconcile_marked(key: indexes.ServingKey, failures: int, memo: kopf.Memo, settings: kopf.OperatorSettings) -> None:
+    """One turn of the reconcile queue for one serving; raises kopf.TemporaryError to be tried again later."""
+    body = memo["cache"].serving(*key)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return  # gone, or going with its objects (owner references): nothing to reconcile
+    logger = kopf.LocalObjectLogger(body=kopf.Body(body), settings=settings)
     started = time.perf_counter()
     try:
-        async with memo["reconciling"]:
-            written = await reconcile(dict(body), memo, logger, retry, memo["cache"])
+        written = await reconcile(body, memo, logger, failures, memo["cache"])
     except kopf.TemporaryError:
         TELEMETRY.record_reconcile("error", time.perf_counter() - started, reason="ApplyFailed")
         raise
     except API_UNREACHABLE as error:
         # An outage or a status write that kept conflicting: expected, so a line and a retry, not a traceback.
         TELEMETRY.record_reconcile("error", time.perf_counter() - started, reason="ApiError")
-        delay = applying.retry_delay(retry, *_retry_bounds(memo))
+        delay = applying.retry_delay(failures, *_retry_bounds(memo))
         raise kopf.TemporaryError(f"the API server did not answer as expected: {applying.short_error(error)}; retrying in {delay:.0f} s", delay=delay) from error
     written = written or {}
     rejected = written.get("phase") == "Invalid"
     reason = next((c["reason"] for c in written.get("conditions", []) if c["type"] == "Accepted"), None) if rejected else None
     TELEMETRY.record_reconcile("rejected" if rejected else "applied", time.perf_counter() - started, reason=reason)
     speculation = written.get("speculation", (body.get("status") or {}).get("speculation", "On"))
-    TELEMETRY.set_serving(body["metadata"]["namespace"], body["metadata"]["name"], phase=written.get("phase"), speculation=speculation != "Off")
+    TELEMETRY.set_serving(*key, phase=written.get("phase"), speculation=speculation != "Off")
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
@@ -184,6 +201,7 @@ async def track_serving(type: str | None, body: kopf.Body, namespace: str, name:
     if type == "DELETED":
         TELEMETRY.forget_serving(namespace, name)
         applying.ledger_of(memo).forget_serving(namespace, name)
+        memo["reconciler"].forget((namespace, name))
     memo["health_loop"].ensure_running()  # from a handler: the loop's task inherits the context kopf.event() needs
 
 
