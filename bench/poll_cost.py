@@ -35,9 +35,11 @@ CHART_RULES = "charts/specserve/files/specserve.rules.yaml"
 QUANTILE_ERA_FIELDS = ("acceptance_rate", "mean_accepted_length", "draft_tokens", "per_position_acceptance", "p50_tpot", "p99_tpot", "p50_ttft", "p99_ttft")
 
 
-def measure(prometheus_url: str, servings: int, cycles: int, window: int = WINDOW, recorded: str = "") -> dict:
+def measure(prometheus_url: str, servings: int, cycles: int, window: int = WINDOW, recorded: str = "", compare_at_once: str = "") -> dict:
     """Runs in a fresh process so its RSS is its own. `recorded`: "" raw, "all" the current recorded poll, or a
-    comma-separated list of the fields an older chart recorded (the others then read raw, as that operator did)."""
+    comma-separated list of the fields an older chart recorded (the others then read raw, as that operator did).
+    `compare_at_once` ("1,4"): each cycle also polls with these numbers of queries in flight, one after another,
+    so they meet the same Prometheus at nearly the same moment (side by side); the main figures are the operator's."""
     import specserve.controller  # noqa: F401  (what the operator process holds)
     from specserve import api, health, metrics
 
@@ -48,7 +50,10 @@ def measure(prometheus_url: str, servings: int, cycles: int, window: int = WINDO
     bodies = [{"metadata": {"name": f"s{i:04d}", "namespace": "bench", "generation": 1}, "status": {}} for i in range(servings)]
     query = metrics.prometheus_query(prometheus_url, timeout_seconds=120)
     polls, evaluations, found = [], [], 0
-    for _ in range(cycles):
+    compared: dict[str, list[float]] = {n: [] for n in compare_at_once.split(",") if n}
+    for cycle in range(cycles):
+        for n in sorted(compared, key=lambda n: (int(n) + cycle) % 2):  # alternate which goes first
+            compared[n].append(round(metrics.poll(query, {window}, recorded=bool(recorded), at_once=int(n)).seconds, 3))
         poll = metrics.poll(query, {window}, recorded=bool(recorded)) if servings else metrics.Poll({}, 0, 0.0)
         polls.append(poll)
         started = time.perf_counter()
@@ -65,6 +70,8 @@ def measure(prometheus_url: str, servings: int, cycles: int, window: int = WINDO
         "evaluate_seconds_median": round(statistics.median(evaluations), 4),
         "servings_with_data": found,
         "rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "queries_at_once": metrics.QUERIES_AT_ONCE,
+        **({"compared_at_once": {n: {"poll_seconds_median": statistics.median(v), "poll_seconds": v} for n, v in compared.items()}} if compared else {}),
     }
 
 
@@ -184,8 +191,10 @@ def _rule_names(groups: list[dict], name: str) -> set[str]:
 
 
 def run(sizes: list[int], cycles: int, recorded: bool = False, rules_before: str | None = None, max_load: float | None = None,
-        fill_seconds: float | None = None) -> list[dict]:
-    """fill_seconds: how long Prometheus scrapes before a recorded measurement (default: the 300 s window and 15 s)."""
+        fill_seconds: float | None = None, compare_at_once: str = "", recorded_only: bool = False) -> list[dict]:
+    """fill_seconds: how long Prometheus scrapes before a recorded measurement (default: the 300 s window and 15 s).
+    compare_at_once: see measure; done in each phase's first poll (the recorded one when there are rules).
+    recorded_only: skip the raw polls beside the rules (at 5,000 servings they take minutes each)."""
     from specserve import metrics
     from tests.support.prometheus import Prometheus, Target, free_port
 
@@ -215,7 +224,7 @@ def run(sizes: list[int], cycles: int, recorded: bool = False, rules_before: str
                     _evaluated(prometheus, phases[0][1], 1, timeout=600)
                 else:
                     time.sleep(12)  # at least three scrapes inside the rate window
-                idle = json.loads(subprocess.check_output([sys.executable, __file__, "--child", prometheus.url, "0", str(cycles), str(WINDOW), ""]))
+                idle = json.loads(subprocess.check_output([sys.executable, __file__, "--child", prometheus.url, "0", str(cycles), str(WINDOW), "", ""]))
                 for number, (label, groups, fields) in enumerate(phases):
                     if number:
                         prometheus.reload_rules(groups)
@@ -224,11 +233,14 @@ def run(sizes: list[int], cycles: int, recorded: bool = False, rules_before: str
                     # beside it; then the raw polls, which share Prometheus with the same rules.
                     variants = [(WINDOW, "")]
                     if recorded:
-                        variants = [(metrics.RECORDED_WINDOW_SECONDS, fields), (WINDOW, ""), (metrics.RECORDED_WINDOW_SECONDS, "")]
+                        variants = [(metrics.RECORDED_WINDOW_SECONDS, fields)]
+                        if not recorded_only:
+                            variants += [(WINDOW, ""), (metrics.RECORDED_WINDOW_SECONDS, "")]
                     rows, watch = [], RuleWatch(prometheus.url) if recorded else None
-                    for window, use_rules in variants:
+                    for position, (window, use_rules) in enumerate(variants):
                         before = loadavg()
-                        busy = json.loads(subprocess.check_output([sys.executable, __file__, "--child", prometheus.url, str(servings), str(cycles), str(window), use_rules]))
+                        compare = compare_at_once if position == 0 else ""
+                        busy = json.loads(subprocess.check_output([sys.executable, __file__, "--child", prometheus.url, str(servings), str(cycles), str(window), use_rules, compare]))
                         busy.update(idle_operator_rss_mib=idle["rss_mib"], loadavg_before=before, **load)
                         if recorded:
                             busy["rules"] = label
@@ -238,7 +250,7 @@ def run(sizes: list[int], cycles: int, recorded: bool = False, rules_before: str
                         print(json.dumps(busy), flush=True)
                         if watch is not None and use_rules:  # the recorded poll, then quiet: 3 evaluations in all
                             _report(rows[-1:], watch.stop(evaluations=3), servings, label, "recorded poll")
-                            watch = RuleWatch(prometheus.url)
+                            watch = RuleWatch(prometheus.url) if not recorded_only else None
                     if watch is not None:  # beside the raw polls: at least one evaluation
                         _report(rows[1:], watch.stop(evaluations=1), servings, label, "raw polls")
                     results.extend(rows)
@@ -269,14 +281,17 @@ def main() -> None:
     parser.add_argument("--rules-before", metavar="REF", help="measure the rules (and recorded poll) of this git revision first, then the working tree's (implies --recorded)")
     parser.add_argument("--max-load", type=float, help="before each size, wait while the 1-minute load average is above this (60 s steps, 20 minutes at most)")
     parser.add_argument("--fill-seconds", type=float, help="scrape this long before recorded measurements (default: the 300 s window + 15 s; shorter only for trying the script)")
-    parser.add_argument("--child", nargs=5, metavar=("URL", "SERVINGS", "CYCLES", "WINDOW", "RECORDED"), help=argparse.SUPPRESS)
+    parser.add_argument("--compare-at-once", default="", metavar="N,M", help="also poll with N and with M queries in flight in each cycle, side by side (e.g. 1,4)")
+    parser.add_argument("--recorded-only", action="store_true", help="with --recorded: skip the raw polls beside the rules")
+    parser.add_argument("--child", nargs=6, metavar=("URL", "SERVINGS", "CYCLES", "WINDOW", "RECORDED", "COMPARE"), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "poll_cost.json")
     args = parser.parse_args()
     if args.child:
-        url, servings, cycles, window, recorded = args.child
-        print(json.dumps(measure(url, int(servings), int(cycles), int(window), recorded)))
+        url, servings, cycles, window, recorded, compare = args.child
+        print(json.dumps(measure(url, int(servings), int(cycles), int(window), recorded, compare)))
         return
-    results = run([int(s) for s in args.sizes.split(",")], args.cycles, args.recorded, args.rules_before, args.max_load, args.fill_seconds)
+    results = run([int(s) for s in args.sizes.split(",")], args.cycles, args.recorded, args.rules_before, args.max_load, args.fill_seconds,
+                  args.compare_at_once, args.recorded_only)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"window_seconds": WINDOW, "results": results}, indent=2) + "\n")
 

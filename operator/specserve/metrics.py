@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -89,6 +90,10 @@ def queries(window_seconds: int, labels: Labels = Labels()) -> dict[str, str]:
         "kv_cache_usage": f"avg by ({by}) ({vllm.KV_CACHE_USAGE})",
     }
 
+
+# Queries of one poll in flight at once. Prometheus answers them side by side on its cores; at 5,000 servings its
+# recording rules keep it busy, and one query at a time left each waiting behind them (bench/README.md, section (b)).
+QUERIES_AT_ONCE = 4
 
 RUNNING_STATS = {"sum": "running", "mean": "running_per_replica"}  # the `stat` label of the running query -> field
 
@@ -193,23 +198,22 @@ class Poll:
         return self.by_window.get(window, {}).get((namespace, serving, role))
 
 
-def poll(query: Query, windows: set[int], labels: Labels = Labels(), recorded: bool = False) -> Poll:
-    """Run the fixed query set for each distinct window; any failure is a MetricsError (never partial data).
-    `recorded`: Prometheus has the chart's recording rules (see poll_queries)."""
+def poll(query: Query, windows: set[int], labels: Labels = Labels(), recorded: bool = False, at_once: int = QUERIES_AT_ONCE) -> Poll:
+    """Run the fixed query set for each distinct window, `at_once` queries in flight; any failure is a MetricsError
+    (never partial data). `recorded`: Prometheus has the chart's recording rules (see poll_queries)."""
     started = time.monotonic()
-    by_window: dict[int, dict[RoleKey, RoleMetrics]] = {}
-    count = 0
-    for window in sorted(windows):
-        table: dict[RoleKey, RoleMetrics] = {}
-        for name, promql in poll_queries(window, labels, recorded).items():
-            count += 1
+    asked = [(window, name, promql) for window in sorted(windows) for name, promql in poll_queries(window, labels, recorded).items()]
+    by_window: dict[int, dict[RoleKey, RoleMetrics]] = {window: {} for window in sorted(windows)}
+    with ThreadPoolExecutor(max_workers=max(1, at_once), thread_name_prefix="specserve-poll") as pool:
+        answers = [pool.submit(query, promql) for _, _, promql in asked]
+        for (window, name, _), answer in zip(asked, answers):
             try:
-                samples = query(promql)
+                samples = answer.result()
             except Exception as error:  # noqa: BLE001 - the client raises requests, urllib3 and its own errors
+                pool.shutdown(wait=False, cancel_futures=True)
                 raise MetricsError(problem(error)) from error
-            _fill(table, name, samples, labels)
-        by_window[window] = table
-    return Poll(by_window, count, time.monotonic() - started, recorded and RECORDED_WINDOW_SECONDS in by_window and labels == Labels())
+            _fill(by_window[window], name, samples, labels)
+    return Poll(by_window, len(asked), time.monotonic() - started, recorded and RECORDED_WINDOW_SECONDS in by_window and labels == Labels())
 
 
 def problem(error: Exception) -> str:

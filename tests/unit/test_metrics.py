@@ -1,6 +1,7 @@
 """PromQL and the batched poll: constant query count, label settings, parsing Prometheus answers."""
 
 import re
+import threading
 
 import pytest
 
@@ -55,6 +56,26 @@ def test_one_query_set_per_distinct_window():
     seen = []
     metrics.poll(lambda q: seen.append(q) or [], {60, 300, 60})
     assert len(seen) == 24
+
+
+def test_the_queries_of_a_poll_are_in_flight_side_by_side():
+    in_flight = threading.Barrier(2, timeout=5)  # broken (an error) unless two queries wait at once
+
+    def slow(_):
+        in_flight.wait()
+        return []
+
+    assert metrics.poll(slow, {60}).queries == 12
+
+
+def test_a_poll_reads_the_same_whatever_the_queries_in_flight():
+    answers = {q: [sample(i / 100, position="0")] for i, q in enumerate(metrics.queries(60).values())}
+
+    def read(at_once):
+        poll = metrics.poll(lambda q: answers[q], {60}, at_once=at_once)
+        return poll.by_window
+
+    assert read(1) == read(metrics.QUERIES_AT_ONCE) == read(12)
 
 
 def test_any_failure_is_a_metrics_error():
