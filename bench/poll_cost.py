@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,8 @@ def measure(prometheus_url: str, servings: int, cycles: int, window: int = WINDO
     """Runs in a fresh process so its RSS is its own. `recorded`: "" raw, "all" the current recorded poll, or a
     comma-separated list of the fields an older chart recorded (the others then read raw, as that operator did).
     `compare_at_once` ("1,4"): each cycle also polls with these numbers of queries in flight, one after another,
-    so they meet the same Prometheus at nearly the same moment (side by side); the main figures are the operator's."""
+    so they meet the same Prometheus at nearly the same moment (side by side); the main figures are the operator's.
+    Then one poll each under tracemalloc: the most memory the poll held at once (its answers being parsed)."""
     import specserve.controller  # noqa: F401  (what the operator process holds)
     from specserve import api, health, metrics
 
@@ -60,6 +62,12 @@ def measure(prometheus_url: str, servings: int, cycles: int, window: int = WINDO
         outcomes = [health.evaluate(body, spec, poll, time.time()) for body in bodies]
         evaluations.append(time.perf_counter() - started)
         found = sum(1 for o in outcomes if o.decision.action != "hold")
+    traced: dict[str, float] = {}
+    for n in compared:  # after the timed cycles: tracing slows the parsing several times over
+        tracemalloc.start()
+        metrics.poll(query, {window}, recorded=bool(recorded), at_once=int(n))
+        traced[n] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
+        tracemalloc.stop()
     return {
         "servings": servings,
         "window_seconds": window,
@@ -71,7 +79,7 @@ def measure(prometheus_url: str, servings: int, cycles: int, window: int = WINDO
         "servings_with_data": found,
         "rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "queries_at_once": metrics.QUERIES_AT_ONCE,
-        **({"compared_at_once": {n: {"poll_seconds_median": statistics.median(v), "poll_seconds": v} for n, v in compared.items()}} if compared else {}),
+        **({"compared_at_once": {n: {"poll_seconds_median": statistics.median(v), "poll_seconds": v, "traced_peak_mib": traced[n]} for n, v in compared.items()}} if compared else {}),
     }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -205,14 +205,17 @@ def poll(query: Query, windows: set[int], labels: Labels = Labels(), recorded: b
     asked = [(window, name, promql) for window in sorted(windows) for name, promql in poll_queries(window, labels, recorded).items()]
     by_window: dict[int, dict[RoleKey, RoleMetrics]] = {window: {} for window in sorted(windows)}
     with ThreadPoolExecutor(max_workers=max(1, at_once), thread_name_prefix="specserve-poll") as pool:
-        answers = [pool.submit(query, promql) for _, _, promql in asked]
-        for (window, name, _), answer in zip(asked, answers):
+        answers: dict[int, Future[list[dict[str, Any]]]] = {n: pool.submit(query, promql) for n, (_, _, promql) in enumerate(asked)}
+        for number, (window, name, _) in enumerate(asked):
+            answer = answers.pop(number)  # an answer read is let go: at 5,000 servings each is tens of MB as Python objects
             try:
                 samples = answer.result()
             except Exception as error:  # noqa: BLE001 - the client raises requests, urllib3 and its own errors
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise MetricsError(problem(error)) from error
+            del answer
             _fill(by_window[window], name, samples, labels)
+            del samples
     return Poll(by_window, len(asked), time.monotonic() - started, recorded and RECORDED_WINDOW_SECONDS in by_window and labels == Labels())
 
 
