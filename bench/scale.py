@@ -113,11 +113,33 @@ def _probe(out: Path) -> None:
                 found["objects"][-1]["gc_collect"] = {"freed": freed, "seconds": round(time.monotonic() - started, 2),
                                                       "rss_before": before, "rss_after": proc_status_mib(os.getpid(), "VmRSS"),
                                                       "stats": gc.get_stats()}
+            if os.environ.get("SCALE_PROBE_MALLOC"):  # diagnosis: Python's objects against the C heap, and what trimming gives back
+                found["objects"][-1]["malloc"] = _malloc(trim=bool(os.environ.get("SCALE_PROBE_TRIM")))
         module = sys.modules.get("specserve")
         found["specserve_file"] = getattr(module, "__file__", None)
         tmp = out.with_suffix(".tmp")
         tmp.write_text(json.dumps(found))
         tmp.replace(out)
+
+
+def _malloc(trim: bool) -> dict[str, Any]:
+    """glibc's mallinfo2 (MiB): heap obtained from the OS (arena, mmapped), in use, free inside it; Python's allocated
+    blocks; with `trim`, VmRSS before and after malloc_trim(0), which hands free heap pages back to the OS."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    info = libc.mallinfo2()
+    found: dict[str, Any] = {k: round(getattr(info, k) / 2**20, 1) for k in ("arena", "hblkhd", "uordblks", "fordblks")}
+    found["python_allocated_blocks"] = sys.getallocatedblocks()
+    if trim:
+        before = proc_status_mib(os.getpid(), "VmRSS")
+        libc.malloc_trim(0)
+        found["trim_rss_before"], found["trim_rss_after"] = before, proc_status_mib(os.getpid(), "VmRSS")
+    return found
 
 
 OBJECTS_EVERY = int(os.environ.get("SCALE_PROBE_OBJECTS", "0") or 0)  # every this many probe samples: live objects by type
