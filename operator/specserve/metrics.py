@@ -91,9 +91,10 @@ def queries(window_seconds: int, labels: Labels = Labels()) -> dict[str, str]:
     }
 
 
-# Queries of one poll in flight at once. Prometheus answers them side by side on its cores; at 5,000 servings its
-# recording rules keep it busy, and one query at a time left each waiting behind them (bench/README.md, section (b)).
-QUERIES_AT_ONCE = 4
+# Queries of one poll in flight at once. At 5,000 servings Prometheus's recording rules keep it busy, and one query
+# at a time waited behind them: 1.7-2.2 s a poll; two at once took 1.2 s and four no less, while the poll's peak
+# memory (answers being parsed) grew from 30 MiB to 44 and 78-96 MiB (bench/README.md, section (d), round 5).
+QUERIES_AT_ONCE = 2
 
 RUNNING_STATS = {"sum": "running", "mean": "running_per_replica"}  # the `stat` label of the running query -> field
 
