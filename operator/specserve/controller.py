@@ -52,10 +52,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     # Made here, not on first use: each object's memo is a shallow copy of this one, made later.
     memo["renderings"] = rendering.Renderings()
     memo.setdefault("ledger", applying.Ledger())
-    if "reconciler" not in memo:
-        memo["reconciler"] = reconciling.ReconcileQueue(
-            lambda key, failures: reconcile_marked(key, failures, memo, settings), RECONCILES_AT_ONCE, settings.queueing.error_delays
-        )
+    memo["reconciler"] = reconciling.ReconcileQueue(
+        lambda key, failures: reconcile_marked(key, failures, memo, settings), RECONCILES_AT_ONCE, settings.queueing.error_delays
+    )
     started = time.monotonic()
     found = await memo["cache"].fill(memo["kube"], operator_settings.namespaces, operator_settings.list_chunk_size)
     logger.info("read %s in %.1f s", ", ".join(f"{n} {plural}" for plural, n in found.items()), time.monotonic() - started)
