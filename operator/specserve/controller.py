@@ -52,8 +52,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     # Made here, not on first use: each object's memo is a shallow copy of this one, made later.
     memo["renderings"] = rendering.Renderings()
     memo.setdefault("ledger", applying.Ledger())
-    memo["reconciler"] = reconciling.ReconcileQueue(
-        lambda key, failures: reconcile_marked(key, failures, memo, settings), RECONCILES_AT_ONCE, settings.queueing.error_delays
+    memo["reconciler"] = reconciling.ServingQueue(
+        lambda key, failures: reconcile_marked(key, failures, memo, settings), RECONCILES_AT_ONCE, settings.queueing.error_delays, name="reconcile"
     )
     started = time.monotonic()
     found = await memo["cache"].fill(memo["kube"], operator_settings.namespaces, operator_settings.list_chunk_size)
@@ -471,44 +471,29 @@ async def refresh_availability(client: kube.Kube, serving: dict[str, Any], spec:
 
 class AvailabilityFollower:
     """Follows Deployment availability into status beside the event handlers. A Deployment event only marks its
-    serving; a few writers take the marked servings in turn and judge each from the watches as they are at that
-    moment. A serving marked again before its turn is written once, so a burst of Deployment status updates
-    (created, scaled, pods ready) costs one status write per actual change, and an event handler does not wait
-    for the API server (thousands of them waiting would each hold their event and its handler's state)."""
+    serving; a few writers take the marked servings in turn (a reconciling.ServingQueue) and judge each from the
+    watches as they are at that moment. A serving marked again before its turn is written once, so a burst of
+    Deployment status updates (created, scaled, pods ready) costs one status write per actual change, and an event
+    handler does not wait for the API server. A failure is not tried again here: the health loop writes the phase
+    the watched Deployments give at its next poll (its safety net)."""
 
     def __init__(self, client: kube.Kube, cache: indexes.Cache, writers: int = AVAILABILITY_WRITERS) -> None:
-        self.client, self.cache, self.writers = client, cache, writers
-        self.marked: dict[indexes.ServingKey, None] = {}  # in order of marking
-        self.ready = asyncio.Event()
-        self.tasks: list[asyncio.Task[None]] = []
+        self.client, self.cache = client, cache
+        self.queue = reconciling.ServingQueue(self._follow_once, writers, error_delays=(), name="availability")
 
     def mark(self, key: indexes.ServingKey) -> None:
-        self.marked[key] = None
-        self.ready.set()
-        if not self.tasks:
-            self.tasks = [asyncio.create_task(self._writer(), name=f"specserve-availability-{i}") for i in range(self.writers)]
+        self.queue.mark(key)
 
     async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        self.tasks = []
+        await self.queue.stop()
 
-    async def _writer(self) -> None:
-        while True:
-            if not self.marked:
-                self.ready.clear()
-                await self.ready.wait()
-                continue
-            key = next(iter(self.marked))
-            del self.marked[key]
-            try:
-                await self.follow(key)
-            except API_UNREACHABLE as error:
-                # The health loop writes the phase the watched Deployments give at its next poll (its safety net).
-                logging.getLogger("specserve.availability").warning("could not follow the availability of %s/%s: %s", *key, applying.short_error(error))
-            except Exception:  # noqa: BLE001 - one serving's surprise must not stop following the others
-                logging.getLogger("specserve.availability").exception("following the availability of %s/%s failed", *key)
+    async def _follow_once(self, key: indexes.ServingKey, _failures: int) -> None:
+        try:
+            await self.follow(key)
+        except API_UNREACHABLE as error:
+            logging.getLogger("specserve.availability").warning("could not follow the availability of %s/%s: %s", *key, applying.short_error(error))
+        except Exception:  # noqa: BLE001 - one serving's surprise must not stop following the others
+            logging.getLogger("specserve.availability").exception("following the availability of %s/%s failed", *key)
 
     async def follow(self, key: indexes.ServingKey) -> None:
         serving = self.cache.serving(*key)

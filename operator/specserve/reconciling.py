@@ -1,6 +1,7 @@
-"""The reconcile queue: servings waiting to be reconciled, taken in turn by a fixed number of workers.
+"""The serving queue: servings waiting for their turn, taken by a fixed number of workers.
 
-Kopf's create, update and resume handlers only mark a serving; a worker reconciles the newest copy the watch holds.
+Kopf's create, update and resume handlers only mark a serving to be reconciled, and a Deployment event one whose
+availability to follow; a worker then reads the newest copy the watch holds.
 """
 
 from __future__ import annotations
@@ -15,22 +16,23 @@ from specserve.indexes import ServingKey
 
 LOG = logging.getLogger("specserve.reconciling")
 
-Reconcile = Callable[[ServingKey, int], Awaitable[None]]  # (serving, attempts that failed before this one)
+Work = Callable[[ServingKey, int], Awaitable[None]]  # (serving, attempts that failed before this one)
 
 
-class ReconcileQueue:
-    """Marked servings, reconciled by `workers` tasks, one serving by one worker at a time.
+class ServingQueue:
+    """Marked servings, worked on by `workers` tasks, one serving by one worker at a time; `name` says what the work
+    is in task names and log lines ("reconcile").
 
     A Kopf handler that waits for the API server keeps its event, its body and Kopf's state for it alive: during a
-    create of thousands of servings that was thousands of waiting handlers (the operator's peak memory). Here a
-    waiting serving is one key. A serving marked again before its turn is reconciled once, from the newest copy;
-    one marked while it is being reconciled is reconciled again after. A reconcile that raises kopf.TemporaryError
+    create of 5,000 servings that was some 4,700 waiting Kopf workers and asyncio tasks (bench/README.md, round 5). Here a
+    waiting serving is one key. A serving marked again before its turn is worked on once, from the newest copy;
+    one marked while it is being worked on is taken again after. Work that raises kopf.TemporaryError
     is tried again after the error's delay, anything else after the next of `error_delays`; the number of failed
     attempts is passed to the next one and forgotten at the first success. A new mark does not wait for a
     pending retry: it is a change (a new spec, a restart), which may be what the failure needed."""
 
-    def __init__(self, reconcile: Reconcile, workers: int, error_delays: Sequence[float]) -> None:
-        self.reconcile, self.workers, self.error_delays = reconcile, workers, list(error_delays)
+    def __init__(self, work: Work, workers: int, error_delays: Sequence[float], name: str = "work") -> None:
+        self.work, self.workers, self.error_delays, self.name = work, workers, list(error_delays), name
         self.marked: dict[ServingKey, None] = {}  # in order of marking
         self.running: set[ServingKey] = set()
         self.again: set[ServingKey] = set()  # marked while running
@@ -40,7 +42,7 @@ class ReconcileQueue:
         self.tasks: list[asyncio.Task[None]] = []
 
     def mark(self, key: ServingKey) -> None:
-        """Reconcile `key` at its turn. Call it from a Kopf handler the first time: the workers then inherit the
+        """Work on `key` at its turn. Call it from a Kopf handler the first time: the workers then inherit the
         handler's context, which kopf.event() needs."""
         pending = self.retries.pop(key, None)
         if pending is not None:
@@ -51,7 +53,7 @@ class ReconcileQueue:
         self.marked[key] = None
         self.ready.set()
         if not self.tasks:
-            self.tasks = [asyncio.create_task(self._work(), name=f"specserve-reconcile-{i}") for i in range(self.workers)]
+            self.tasks = [asyncio.create_task(self._worker(), name=f"specserve-{self.name}-{i}") for i in range(self.workers)]
 
     def forget(self, key: ServingKey) -> None:
         """The serving is gone: drop its turn, its retry and its failure count."""
@@ -74,7 +76,7 @@ class ReconcileQueue:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks = []
 
-    async def _work(self) -> None:
+    async def _worker(self) -> None:
         while True:
             if not self.marked:
                 self.ready.clear()
@@ -94,13 +96,13 @@ class ReconcileQueue:
     async def _attempt(self, key: ServingKey) -> None:
         failures = self.failures.get(key, 0)
         try:
-            await self.reconcile(key, failures)
+            await self.work(key, failures)
         except kopf.TemporaryError as error:
-            LOG.warning("%s/%s: reconcile failed for now: %s", *key, error)
+            LOG.warning("%s/%s: %s failed for now: %s", *key, self.name, error)
             self._retry(key, failures, float(error.delay or self._error_delay(failures)))
         except Exception:  # noqa: BLE001 - one serving's surprise must not stop the others
             delay = self._error_delay(failures)
-            LOG.exception("%s/%s: reconcile failed; trying again in %.0f s", *key, delay)
+            LOG.exception("%s/%s: %s failed; trying again in %.0f s", *key, self.name, delay)
             self._retry(key, failures, delay)
         else:
             self.failures.pop(key, None)

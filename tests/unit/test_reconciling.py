@@ -1,4 +1,4 @@
-"""reconciling.ReconcileQueue: servings marked by Kopf's handlers, reconciled in turn by a fixed set of workers."""
+"""reconciling.ServingQueue: servings marked by Kopf's handlers, reconciled in turn by a fixed set of workers."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ async def recorder():
 
 @pytest.fixture
 async def queue(recorder):
-    made = reconciling.ReconcileQueue(recorder, workers=4, error_delays=[0.05, 0.1])
+    made = reconciling.ServingQueue(recorder, workers=4, error_delays=[0.05, 0.1])
     yield made
     await made.stop()
 
