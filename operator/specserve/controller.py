@@ -70,13 +70,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
 
 
 def configure_kopf(settings: kopf.OperatorSettings, operator_settings: OperatorSettings) -> None:
-    """Kopf's own settings for this operator: its storages, queueing, posting, networking and watches."""
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
-    settings.persistence.diffbase_storage = LeanDiffBaseStorage(prefix=api.GROUP, key="last-handled-configuration")
-    # After its own patch Kopf waits for the watch to deliver that version before judging the object again; past
-    # this timeout it judges a stale copy (without its record of the handled spec) and runs the create handler a
-    # second time. Kopf's 5 s was too short for a loaded API server: 849 of 1,000 servings were created twice.
-    settings.persistence.consistency_timeout = 60.0
+    """Kopf's own settings for this operator: its queueing, posting, peering, networking and watches. No storage:
+    with watch handlers only, Kopf writes nothing to the objects it watches."""
     # An idle Kopf worker keeps the last body it handled until it exits: at Kopf's 5 s, a start listing thousands
     # of objects held every body of the last 5 s (tens of MB at 2,000 servings) after it was handled.
     settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
@@ -113,20 +108,6 @@ async def stop_background(memo: kopf.Memo, **_: Any) -> None:
         server.shutdown()
 
 
-class LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
-    """Kopf's last-handled configuration in annotations, the same essence built without deep-copying the status
-    and the rest of the metadata first: Kopf's own build copies the whole body (managedFields, a status with
-    the health record) and then drops those parts; that copy was 16% of the operator's CPU at a restart."""
-
-    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
-        if extra_fields:  # field handlers may pick from the status: Kopf's own way
-            return super().build(body=body, extra_fields=extra_fields)
-        meta = body.get("metadata") or {}
-        lean = {k: v for k, v in body.items() if k != "status"}
-        lean["metadata"] = {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta}
-        return super().build(body=kopf.Body(lean))
-
-
 class _QuietWatchHandlers(logging.Filter):
     """Drops Kopf's INFO line for each successful run of the watch handlers, which run on every event of every
     serving and managed object (tens of thousands of lines at a start with thousands of servings)."""
@@ -153,15 +134,6 @@ async def _pod_monitor_api(client: kube.Kube, settings: OperatorSettings) -> boo
 
 
 # ---------------------------------------------------------------- SpeculativeServing
-
-
-@kopf.on.resume(api.GROUP, api.VERSION, api.PLURAL)
-@kopf.on.create(api.GROUP, api.VERSION, api.PLURAL)
-@kopf.on.update(api.GROUP, api.VERSION, api.PLURAL)
-async def reconcile_serving(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """Mark the serving for the reconcile queue and return: the handler does not wait for the API server, so Kopf
-    forgets the event at once (the queue reconciles the newest copy the watch holds, see reconciling.py)."""
-    memo["reconciler"].mark((namespace, name))
 
 
 async def reconcile_marked(key: indexes.ServingKey, failures: int, memo: kopf.Memo, settings: kopf.OperatorSettings) -> None:
@@ -191,16 +163,24 @@ async def reconcile_marked(key: indexes.ServingKey, failures: int, memo: kopf.Me
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
 async def track_serving(type: str | None, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """Keep the cache current (Kopf runs watch handlers before create/update/resume, so those read this event's
-    version), and once a serving is gone, forget its gauges and what was applied for it. A watch handler, not a
-    deletion handler: that would need a finalizer on every serving, and nothing here must block a deletion (the
-    serving's objects go with it by their owner references)."""
+    """Keep the cache current, and mark the serving for the reconcile queue when this process has not marked its
+    generation yet: at its first listing (a start, a resume), at its creation and at each spec change. A status
+    write or a label edit changes no generation and costs no reconcile.
+
+    Only a watch handler: Kopf's create/update/resume handlers would make Kopf write its record of the handled
+    spec into the serving's annotations (a write per serving and per change, racing the status writes) and hold
+    each serving's events until that write came back through the watch. Nor a deletion handler: that would need a
+    finalizer on every serving, and nothing here must block a deletion (the serving's objects go with it by their
+    owner references). Once a serving is gone, its gauges and what was applied for it are forgotten."""
     memo["cache"].observe(type, body)
     memo["kube"].watched(namespace, name, None if type == "DELETED" else body)
     if type == "DELETED":
         TELEMETRY.forget_serving(namespace, name)
         applying.ledger_of(memo).forget_serving(namespace, name)
         memo["reconciler"].forget((namespace, name))
+    else:
+        meta = body.get("metadata") or {}
+        memo["reconciler"].mark_changed((namespace, name), (meta.get("uid"), meta.get("generation")))
     memo["health_loop"].ensure_running()  # from a handler: the loop's task inherits the context kopf.event() needs
 
 

@@ -1,14 +1,14 @@
 """The serving queue: servings waiting for their turn, taken by a fixed number of workers.
 
-Kopf's create, update and resume handlers only mark a serving to be reconciled, and a Deployment event one whose
-availability to follow; a worker then reads the newest copy the watch holds.
+A serving's watch event marks it to be reconciled when its generation is one not marked before, and a Deployment
+event marks one whose availability to follow; a worker then reads the newest copy the watch holds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 
 import kopf
 
@@ -38,6 +38,7 @@ class ServingQueue:
         self.again: set[ServingKey] = set()  # marked while running
         self.failures: dict[ServingKey, int] = {}
         self.retries: dict[ServingKey, asyncio.TimerHandle] = {}
+        self.versions: dict[ServingKey, Hashable] = {}  # the version each serving was last marked for
         self.ready = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -55,8 +56,18 @@ class ServingQueue:
         if not self.tasks:
             self.tasks = [asyncio.create_task(self._worker(), name=f"specserve-{self.name}-{i}") for i in range(self.workers)]
 
+    def mark_changed(self, key: ServingKey, version: Hashable) -> bool:
+        """Mark `key` unless it was last marked for this same `version` (say its uid and generation): a watch
+        event that changed nothing the work reads (a status write, a re-listing) costs no turn."""
+        if key in self.versions and self.versions[key] == version:
+            return False
+        self.versions[key] = version
+        self.mark(key)
+        return True
+
     def forget(self, key: ServingKey) -> None:
-        """The serving is gone: drop its turn, its retry and its failure count."""
+        """The serving is gone: drop its turn, its retry, its failure count and the version it was marked for."""
+        self.versions.pop(key, None)
         self.marked.pop(key, None)
         self.again.discard(key)
         self.failures.pop(key, None)

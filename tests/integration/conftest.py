@@ -81,7 +81,6 @@ def quick_settings() -> kopf.OperatorSettings:
     settings.posting.default_backoffs = [0.1, 0.2]
     settings.queueing.idle_timeout = 0.5
     settings.queueing.exit_timeout = 0.5
-    settings.persistence.consistency_timeout = 2.0
     return settings
 
 

@@ -148,3 +148,29 @@ async def test_a_deleted_serving_loses_its_retry(queue, recorder):
     queue.forget(A)
     await settle(0.4)
     assert recorder.calls == [(A, 0)] and queue.waiting() == 0
+
+
+async def test_a_version_already_marked_costs_no_turn(queue, recorder):
+    assert queue.mark_changed(A, ("uid-a", 1))
+    await settle()
+    assert not queue.mark_changed(A, ("uid-a", 1))  # a status write, a re-listing: the same generation
+    await settle()
+    assert recorder.calls == [(A, 0)]
+
+
+async def test_a_new_version_is_marked(queue, recorder):
+    queue.mark_changed(A, ("uid-a", 1))
+    await settle()
+    assert queue.mark_changed(A, ("uid-a", 2))  # a spec change
+    assert queue.mark_changed(A, ("uid-a2", 1))  # deleted and created again under the same name
+    await settle()
+    assert recorder.calls == [(A, 0), (A, 0)]  # the two marks came before the second turn: one reconcile
+
+
+async def test_a_forgotten_serving_is_marked_again_at_any_version(queue, recorder):
+    queue.mark_changed(A, ("uid-a", 1))
+    await settle()
+    queue.forget(A)
+    assert queue.mark_changed(A, ("uid-a", 1))
+    await settle()
+    assert recorder.calls == [(A, 0), (A, 0)]
