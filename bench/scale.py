@@ -67,6 +67,10 @@ def operator_child(probe_out: str, argv: list[str]) -> None:
     import runpy
 
     sys.path[0] = os.getcwd()  # as `python -m` would have it
+    if TRACEMALLOC_FRAMES:  # diagnosis only: slows the operator and adds ~50% to its memory
+        import tracemalloc
+
+        tracemalloc.start(TRACEMALLOC_FRAMES)
     threading.Thread(target=_probe, args=(Path(probe_out),), daemon=True, name="scale-probe").start()
     if argv[:1] == ["--bare-kopf"]:
         sys.argv = [str(ROOT / "bench" / "bare_kopf.py"), *argv[1:]]
@@ -102,6 +106,7 @@ def _probe(out: Path) -> None:
         found["max_asyncio_tasks"] = max(found["max_asyncio_tasks"], len(live))
         found["max_loop_lag_s"] = round(max(found["max_loop_lag_s"], lag), 4)
         found["asyncio_tasks_now"] = len(live)
+        del tasks, live, loop  # the census below must not find the finished tasks held by this thread's own lists
         if OBJECTS_EVERY and found["samples"] % OBJECTS_EVERY == 0:  # diagnosis only: holds the GIL for a second or so
             found.setdefault("objects", []).append(_objects())
             if os.environ.get("SCALE_PROBE_COLLECT"):  # diagnosis: how much of it was garbage in reference cycles
@@ -113,6 +118,8 @@ def _probe(out: Path) -> None:
                 found["objects"][-1]["gc_collect"] = {"freed": freed, "seconds": round(time.monotonic() - started, 2),
                                                       "rss_before": before, "rss_after": proc_status_mib(os.getpid(), "VmRSS"),
                                                       "stats": gc.get_stats()}
+            if TRACEMALLOC_FRAMES:
+                found["objects"][-1]["tracemalloc"] = _allocations(out)
             if os.environ.get("SCALE_PROBE_MALLOC"):  # diagnosis: Python's objects against the C heap, and what trimming gives back
                 found["objects"][-1]["malloc"] = _malloc(trim=bool(os.environ.get("SCALE_PROBE_TRIM")))
         module = sys.modules.get("specserve")
@@ -143,6 +150,18 @@ def _malloc(trim: bool) -> dict[str, Any]:
 
 
 OBJECTS_EVERY = int(os.environ.get("SCALE_PROBE_OBJECTS", "0") or 0)  # every this many probe samples: live objects by type
+TRACEMALLOC_FRAMES = int(os.environ.get("SCALE_PROBE_TRACEMALLOC", "0") or 0)  # with the census: where the memory was allocated
+
+
+def _allocations(out: Path) -> dict[str, Any]:
+    """tracemalloc's live Python memory now; the snapshot itself is dumped beside the probe file for reading later
+    (grouping a million traces here would hold the operator up for minutes)."""
+    import tracemalloc
+
+    current, peak = tracemalloc.get_traced_memory()
+    path = out.with_name(f"{out.stem}.{int(time.time())}.tracemalloc")
+    tracemalloc.take_snapshot().dump(str(path))
+    return {"traced_mib": round(current / 2**20, 1), "traced_peak_mib": round(peak / 2**20, 1), "snapshot": str(path)}
 
 
 def _objects() -> dict[str, Any]:
@@ -169,7 +188,9 @@ def _objects() -> dict[str, Any]:
             if ref is done or ref is sample:
                 continue
             what = type(ref).__qualname__
-            if isinstance(ref, dict):
+            if hasattr(ref, "f_code"):  # a frame: whose
+                what += ":" + ref.f_code.co_qualname
+            elif isinstance(ref, dict):
                 what += "{" + ",".join(sorted(str(k) for k in list(ref)[:4])) + "}"
             elif isinstance(ref, list):  # which list: its length and who holds it
                 owners = [type(o).__qualname__ + (":" + getattr(o, "__qualname__", "") if hasattr(o, "f_code") or hasattr(o, "cr_code") else "")
@@ -177,6 +198,11 @@ def _objects() -> dict[str, Any]:
                 what += f"[len {len(ref)}] held by {owners}"
             holders[what] += 1
     names = Counter(getattr(t.get_coro(), "__qualname__", "?") for t in done)
+    # Kopf's per-object backlogs: watch events delivered and not yet processed, each a whole parsed body
+    waiting: Counter[str] = Counter()
+    for stream in (o for o in gc.get_objects() if type(o).__name__ == "Stream" and type(o).__module__.startswith("kopf.")):
+        for raw_event in list(stream.backlog._queue):
+            waiting[str((raw_event.get("object") or {}).get("kind")) if isinstance(raw_event, dict) else "EOS"] += 1
     # Kopf's per-object memories, and the bodies the daemons keep (a daemon holds its object's latest full body)
     memories = [o for o in gc.get_objects() if type(o).__name__ == "ResourceMemory"]
     bodies, body_bytes, seen = 0, 0, set()
@@ -186,7 +212,7 @@ def _objects() -> dict[str, Any]:
             bodies += 1
             body_bytes += _deep_size(getattr(body, "_src", None), seen)
     return {"kopf_resource_memories": len(memories), "daemon_bodies": bodies, "daemon_bodies_deep_mib": round(body_bytes / 2**20, 1),"rss_mib": rss, "objects": sum(count.values()), "mib_by_type": {k: [count[k], round(v / 2**20, 1)] for k, v in size.most_common(15)},
-            "done_tasks": len(done), "done_tasks_by_coro": dict(names.most_common(5)), "done_task_holders": dict(holders.most_common(8))}
+            "kopf_backlog_events": dict(waiting), "done_tasks": len(done), "done_tasks_by_coro": dict(names.most_common(5)), "done_task_holders": dict(holders.most_common(8))}
 
 
 def _deep_size(value: Any, seen: set[int]) -> int:
