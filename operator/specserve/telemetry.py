@@ -1,6 +1,7 @@
 """The operator's own Prometheus metrics (specserve_*): reconciles, decisions, polls, query errors, servings by phase.
 
 One Telemetry object owns its own CollectorRegistry, so tests and several operators in one process never collide.
+The per-serving series are kept as plain numbers and written out at each scrape (ServingSeries).
 """
 
 from __future__ import annotations
@@ -9,17 +10,81 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
+from dataclasses import dataclass, field
 from threading import Lock, Thread
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 PHASES = ("Pending", "Progressing", "Ready", "Degraded", "Invalid")
 ACTIONS = ("hold", "keep", "disable_speculation", "switch_variant", "enable_speculation", "set_schedule")  # api.DecisionRecord.action
 DEFAULT_PORT = 8081
 RECONCILE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+SPEEDUP_HELP = (
+    "Baseline TPOT over speculative TPOT at the present batch size with the k in force, as the health policy estimates it "
+    "(measured against the baseline, learned per batch-size bucket, or the GPU prior); 1 while speculation is off or k is 0. "
+    "A goodput signal an autoscaler can use."
+)
+
+
+@dataclass(slots=True)
+class _Serving:
+    decisions: list[float] = field(default_factory=lambda: [0.0] * len(ACTIONS))  # by ACTIONS, from 0 at first sight
+    speculation: float | None = None
+    metrics_available: float | None = None
+    speedup: float | None = None
+
+
+class ServingSeries:
+    """The per-serving series (decisions by action, speculation, metrics availability, estimated speedup), kept as
+    plain numbers and written out at each scrape. A labelled child of prometheus_client's Counter or Gauge is an
+    object of its own with a lock and a creation time: some 5 KB per serving for these nine series, 25 MiB at 5,000
+    servings (bench/telemetry_memory.py)."""
+
+    def __init__(self) -> None:
+        self._by: dict[tuple[str, str], _Serving] = {}
+        self._lock = Lock()
+
+    def of(self, namespace: str, serving: str) -> _Serving:
+        with self._lock:
+            return self._by.setdefault((namespace, serving), _Serving())
+
+    def knows(self, namespace: str, serving: str) -> bool:
+        return (namespace, serving) in self._by
+
+    def forget(self, namespace: str, serving: str) -> None:
+        with self._lock:
+            self._by.pop((namespace, serving), None)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            servings = list(self._by.items())
+        decisions, speculation, available, speedup = families = self._families()
+        for (namespace, name), serving in servings:
+            for action, count in zip(ACTIONS, serving.decisions):
+                decisions.add_metric([namespace, name, action], count)
+            for family, number in ((speculation, serving.speculation), (available, serving.metrics_available), (speedup, serving.speedup)):
+                if number is not None:
+                    family.add_metric([namespace, name], number)
+        return iter(families)
+
+    @staticmethod
+    def _families() -> tuple[CounterMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        serving = ["namespace", "serving"]
+        return (
+            CounterMetricFamily("specserve_decisions_total", "Health-policy decisions by serving and action.", labels=[*serving, "action"]),
+            GaugeMetricFamily("specserve_speculation_enabled", "1 while status.speculation is On, 0 while the operator keeps it Off.", labels=serving),
+            GaugeMetricFamily("specserve_metrics_available", "1 while condition MetricsAvailable is True, 0 while the health loop has no usable metrics.", labels=serving),
+            GaugeMetricFamily("specserve_estimated_speedup", SPEEDUP_HELP, labels=serving),
+        )
 
 
 class Telemetry:
@@ -32,19 +97,11 @@ class Telemetry:
         self.reconciles = Counter("specserve_reconciles_total", "Reconciles of SpeculativeServings by result (applied, rejected, error).", ["result"], registry=r)
         self.reconcile_errors = Counter("specserve_reconcile_errors_total", "Reconciles that failed or were refused, by reason (InvalidSpec, ApplyRejected, ApiError, ...).", ["reason"], registry=r)
         self.reconcile_duration = Histogram("specserve_reconcile_duration_seconds", "Time one reconcile took.", buckets=RECONCILE_BUCKETS, registry=r)
-        self.decisions = Counter("specserve_decisions_total", "Health-policy decisions by serving and action.", ["namespace", "serving", "action"], registry=r)
         self.poll_duration = Histogram("specserve_poll_duration_seconds", "Time one batched Prometheus poll took.", buckets=POLL_BUCKETS, registry=r)
         self.prometheus_errors = Counter("specserve_prometheus_query_errors_total", "Prometheus queries that failed (unreachable, HTTP error, bad answer).", registry=r)
         self.servings = Gauge("specserve_servings", "SpeculativeServings this operator handles, by status.phase.", ["phase"], registry=r)
-        self.speculation_enabled = Gauge("specserve_speculation_enabled", "1 while status.speculation is On, 0 while the operator keeps it Off.", ["namespace", "serving"], registry=r)
-        self.metrics_available = Gauge("specserve_metrics_available", "1 while condition MetricsAvailable is True, 0 while the health loop has no usable metrics.", ["namespace", "serving"], registry=r)
-        self.estimated_speedup = Gauge(
-            "specserve_estimated_speedup",
-            "Baseline TPOT over speculative TPOT at the present batch size with the k in force, as the health policy estimates it "
-            "(measured against the baseline, learned per batch-size bucket, or the GPU prior); 1 while speculation is off or k is 0. "
-            "A goodput signal an autoscaler can use.",
-            ["namespace", "serving"], registry=r,
-        )
+        self.per_serving = ServingSeries()
+        r.register(self.per_serving)
         self._phases: dict[tuple[str, str], str] = {}
         self._lock = Lock()
         self.build_info.labels(version=version).set(1)
@@ -61,7 +118,7 @@ class Telemetry:
             self.reconcile_errors.labels(reason=reason).inc()
 
     def record_decision(self, namespace: str, serving: str, action: str) -> None:
-        self.decisions.labels(namespace=namespace, serving=serving, action=action).inc()
+        self.per_serving.of(namespace, serving).decisions[ACTIONS.index(action)] += 1
 
     @contextmanager
     def time_poll(self) -> Iterator[None]:
@@ -82,33 +139,25 @@ class Telemetry:
         """
         with self._lock:
             before = self._phases.get((namespace, serving))
-            first_sight = before is None
             now = phase or before or "Pending"
             self._phases[(namespace, serving)] = now
             self._count(before, now)
-        if first_sight:
-            for action in ACTIONS:
-                self.decisions.labels(namespace=namespace, serving=serving, action=action)
+        series = self.per_serving.of(namespace, serving)  # every decision series from 0 at first sight
         if speculation is not None:
-            self.speculation_enabled.labels(namespace=namespace, serving=serving).set(1 if speculation else 0)
+            series.speculation = 1 if speculation else 0
         if metrics_available is not None:
-            self.metrics_available.labels(namespace=namespace, serving=serving).set(1 if metrics_available else 0)
+            series.metrics_available = 1 if metrics_available else 0
 
     def set_estimated_speedup(self, namespace: str, serving: str, speedup: float | None) -> None:
         """The policy's speedup estimate; None (nothing measured or estimable) removes the series instead of guessing."""
-        if speedup is None:
-            _remove(self.estimated_speedup, namespace, serving)
-        else:
-            self.estimated_speedup.labels(namespace=namespace, serving=serving).set(speedup)
+        if speedup is not None or self.per_serving.knows(namespace, serving):
+            self.per_serving.of(namespace, serving).speedup = speedup
 
     def forget_serving(self, namespace: str, serving: str) -> None:
         """A deleted serving (or one another replica now handles) leaves every per-serving series."""
         with self._lock:
             self._count(self._phases.pop((namespace, serving), None), None)
-        for gauge in (self.speculation_enabled, self.metrics_available, self.estimated_speedup):
-            _remove(gauge, namespace, serving)
-        for action in ACTIONS:
-            _remove(self.decisions, namespace, serving, action)
+        self.per_serving.forget(namespace, serving)
 
     def _count(self, before: str | None, now: str | None) -> None:
         """Move one serving between the phase counts: O(1), where recounting every serving at each change made a
@@ -123,13 +172,6 @@ class Telemetry:
     def serve(self, port: int = DEFAULT_PORT, addr: str = "0.0.0.0") -> tuple[WSGIServer, Thread]:
         """Start the /metrics HTTP server in a daemon thread; returns (server, thread) so callers can shut it down."""
         return start_http_server(port, addr=addr, registry=self.registry)
-
-
-def _remove(metric: Any, *labels: str) -> None:
-    try:
-        metric.remove(*labels)
-    except KeyError:
-        pass
 
 
 def _version() -> str:

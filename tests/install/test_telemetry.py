@@ -145,3 +145,24 @@ def test_decision_actions_are_the_apis() -> None:
     from specserve.telemetry import ACTIONS
 
     assert set(ACTIONS) == set(get_args(api.DecisionRecord.model_fields["action"].annotation))
+
+
+def test_no_speedup_for_a_forgotten_serving_brings_none_of_its_series_back() -> None:
+    t = Telemetry()
+    t.set_serving("a", "one", phase="Ready", speculation=True)
+    t.forget_serving("a", "one")
+    t.set_estimated_speedup("a", "one", None)  # a health-loop turn that was under way
+    assert not [s for m in t.registry.collect() for s in m.samples if s.labels.get("serving") == "one"]
+
+
+def test_the_per_serving_series_are_typed_in_the_exposition() -> None:
+    from prometheus_client import generate_latest
+
+    t = Telemetry()
+    t.set_serving("a", "one", speculation=True, metrics_available=False)
+    t.set_estimated_speedup("a", "one", 1.5)
+    text = generate_latest(t.registry).decode()
+    for line in ("# TYPE specserve_decisions_total counter", "# TYPE specserve_speculation_enabled gauge", "# TYPE specserve_estimated_speedup gauge",
+                 'specserve_decisions_total{action="hold",namespace="a",serving="one"} 0.0', 'specserve_estimated_speedup{namespace="a",serving="one"} 1.5',
+                 'specserve_metrics_available{namespace="a",serving="one"} 0.0'):
+        assert line in text, line
