@@ -1026,29 +1026,32 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (times, memory, poll) = plt.subplots(1, 3, figsize=(16, 5))
-    for i, label in enumerate(sorted({r["operator"] for r in rows})):
+    from matplotlib.lines import Line2D
+
+    fig, (times, memory, poll) = plt.subplots(1, 3, figsize=(16, 7))
+    labels = sorted({r["operator"] for r in rows})
+    for i, label in enumerate(labels):
         mine = sorted((r for r in rows if r["operator"] == label), key=lambda r: r["servings"])
-        colour = f"C{i}"
-        for ax, key, limit_key, style, name in ((times, "converge_s", "converge_timeout_s", "-o", "converge"), (times, "restart_s", "restart_timeout_s", "--s", "restart")):
+        colour = plt.cm.tab20(i % 20)
+        for key, limit_key, style, name in (("converge_s", "converge_timeout_s", "-o", "converge"), ("restart_s", "restart_timeout_s", "--s", "restart")):
             drawn = [r for r in mine if not (name == "restart" and (r.get("restart_note") or r.get("restart_timeout_s") is None))]  # not measured (or a floor row): no point
             xs = [r["servings"] for r in drawn]
             ys = [r[key] if r.get(key) is not None else r.get(limit_key) for r in drawn]
-            ax.plot(xs, ys, style, color=colour, label=f"{name}: {label}")
+            times.plot(xs, ys, style, color=colour)
             for x, y, r in zip(xs, ys, drawn):
                 if r.get(key) is None:
-                    ax.plot([x], [y], "x", color="red", markersize=12)
-                    ax.annotate(f"{name}: not done in {y:.0f} s", (x, y), textcoords="offset points", xytext=(-115, -14 if name == "converge" else 6), fontsize=7, color="red")
+                    times.plot([x], [y], "x", color="red", markersize=12)
+                    times.annotate(f"{name}: not done in {y:.0f} s", (x, y), textcoords="offset points", xytext=(-115, -14 if name == "converge" else 6), fontsize=7, color="red")
         held = [r for r in mine if r.get("peak_rss_mib") is not None]
         if held:
-            memory.plot([r["servings"] for r in held], [r["peak_rss_mib"] for r in held], "-o", color=colour, label=label)
-        polled = [r for r in mine if r.get("poll_s") is not None]
-        if polled:
-            poll.plot([r["servings"] for r in polled], [r["poll_s"] for r in polled], "-o", color=colour, label=f"raw, 60 s window: {label}")
-        recorded = [r for r in mine if r.get("poll_recorded_s") is not None]
-        if recorded:
-            poll.plot([r["servings"] for r in recorded], [r["poll_recorded_s"] for r in recorded], "--s", color=colour, label=f"recording rules, 300 s: {label}")
-    for ax, target, title, unit in ((times, (120, 60), "time after create (solid) / restart (dashed)", "seconds"), (memory, (300 / 1.048576,), "operator peak RSS", "MiB"), (poll, (2,), "Prometheus poll cycle", "seconds")):
+            memory.plot([r["servings"] for r in held], [r["peak_rss_mib"] for r in held], "-o", color=colour)
+        for key, style in (("poll_s", "-o"), ("poll_recorded_s", "--s")):
+            polled = [r for r in mine if r.get(key) is not None]
+            if polled:
+                poll.plot([r["servings"] for r in polled], [r[key] for r in polled], style, color=colour)
+    panels = ((times, (120, 60), "converge after create (solid) / restart (dashed)", "seconds"), (memory, (300 / 1.048576,), "operator peak RSS", "MiB"),
+              (poll, (2,), "poll cycle: raw, 60 s window (solid) / recording rules, 300 s (dashed)", "seconds"))
+    for ax, target, title, unit in panels:
         for t in target:
             ax.axhline(t, color="grey", linestyle=":", linewidth=1)
         if any(len(line.get_xdata()) > 0 and line.get_linestyle() != ":" for line in ax.get_lines()):
@@ -1056,12 +1059,12 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
             ax.set_yscale("log")
         ax.set_xlabel("SpeculativeServings")
         ax.set_ylabel(unit)
-        ax.set_title(title)
+        ax.set_title(title, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+    handles = [Line2D([], [], color=plt.cm.tab20(i % 20), marker="o", label=label) for i, label in enumerate(labels)]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle("specserve at scale (dotted: the targets of issue 12 at 5,000: converge 120 s, restart 60 s, 300 MB, poll 2 s)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
     fig.savefig(out, dpi=110)
 
 
