@@ -1029,10 +1029,9 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
     from matplotlib.lines import Line2D
 
     fig, (times, memory, poll) = plt.subplots(1, 3, figsize=(16, 7))
-    labels = sorted({r["operator"] for r in rows})
-    for i, label in enumerate(labels):
+    colours = {label: plt.cm.tab20(i % 20) for i, label in enumerate(sorted({r["operator"] for r in rows}))}
+    for label, colour in colours.items():
         mine = sorted((r for r in rows if r["operator"] == label), key=lambda r: r["servings"])
-        colour = plt.cm.tab20(i % 20)
         for key, limit_key, style, name in (("converge_s", "converge_timeout_s", "-o", "converge"), ("restart_s", "restart_timeout_s", "--s", "restart")):
             drawn = [r for r in mine if not (name == "restart" and (r.get("restart_note") or r.get("restart_timeout_s") is None))]  # not measured (or a floor row): no point
             xs = [r["servings"] for r in drawn]
@@ -1061,7 +1060,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
         ax.set_ylabel(unit)
         ax.set_title(title, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-    handles = [Line2D([], [], color=plt.cm.tab20(i % 20), marker="o", label=label) for i, label in enumerate(labels)]
+    handles = [Line2D([], [], color=colour, marker="o", label=label) for label, colour in colours.items()]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle("specserve at scale (dotted: the targets of issue 12 at 5,000: converge 120 s, restart 60 s, 300 MB, poll 2 s)", fontsize=10)
     fig.tight_layout(rect=(0, 0.2, 1, 1))
