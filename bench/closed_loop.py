@@ -46,8 +46,8 @@ RECORDS_ENV = "SPECSERVE_CL_RECORDS"
 
 def simulator_main(argv: list[str]) -> int:
     """The simulator, recording every finished request to $SPECSERVE_CL_RECORDS/<pid>.jsonl (wall time + simulated times)."""
-    from specserve.simulator import main
-    from specserve.simulator.metrics import EngineMetrics
+    from specserve_simulator import main
+    from specserve_simulator.metrics import EngineMetrics
 
     out = open(Path(os.environ[RECORDS_ENV]) / f"{os.getpid()}.jsonl", "a", buffering=1)
     original = EngineMetrics.record
@@ -71,7 +71,7 @@ sys.path.insert(0, str(ROOT / "operator"))
 
 import yaml  # noqa: E402
 
-from specserve import render  # noqa: E402
+from specserve.rendering import manifests
 from tests.e2e.cluster import create, status_of  # noqa: E402
 from tests.e2e.conftest import apply_crd, new_namespace  # noqa: E402
 from tests.e2e.operator_process import running_operator  # noqa: E402
@@ -80,7 +80,7 @@ from tests.support import private_cluster  # noqa: E402
 from tests.support.pod_runner import SIMULATOR_IMAGE, PodRunner, Process, get_json  # noqa: E402
 from tests.support.prometheus import Prometheus  # noqa: E402
 
-SPEC, BASE = render.ROLE_SPECULATIVE, render.ROLE_BASELINE
+SPEC, BASE = manifests.ROLE_SPECULATIVE, manifests.ROLE_BASELINE
 COMPRESSION = 10.0  # real seconds per wall second, for every clock below
 TIME_SCALE = 1 / COMPRESSION  # --sim-time-scale: wall seconds per simulated second
 LOAD_SECONDS_REAL = 90.0  # a 70B BF16 checkpoint onto 2 GPUs from local disk, plus CUDA graphs

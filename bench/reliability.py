@@ -27,7 +27,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from specserve import kube as k, render  # noqa: E402
+from specserve.cluster import kube as k
+from specserve.rendering import manifests
 from tests.e2e.cluster import SERVINGS, create, eventually  # noqa: E402
 from tests.e2e.conftest import apply_crd, new_namespace  # noqa: E402
 from tests.e2e.operator_process import LOGS, OperatorProcess, running_operator  # noqa: E402
@@ -40,7 +41,7 @@ KILL_AFTER_SECONDS = (5, 20)  # each operator incarnation lives this long (unifo
 OUTAGE_SECONDS = 20
 SETTLE_SECONDS = 10  # before and after each API-server restart trial
 PEERING_LIFETIME_SECONDS = 20  # specserve's default peering lifetime (settings.peering_lifetime_seconds)
-MANAGED = f"{render.MANAGED_BY_LABEL}={render.MANAGER}"
+MANAGED = f"{manifests.MANAGED_BY_LABEL}={manifests.MANAGER}"
 KNOBS = {  # what a random change sets: one or two of these, each to a value other than the current one
     "replicas": ((1, 2, 3), lambda v: {"replicas": v}),
     "numSpeculativeTokens": ((1, 2, 3, 4, 5, 6), lambda v: {"speculation": {"numSpeculativeTokens": v}}),
@@ -108,8 +109,8 @@ def all_mismatches(kube: k.Kube, namespace: str) -> dict[str, list[str]]:
     servings = kube._call("GET", SERVINGS.format(ns=namespace))["items"]
     deployments = {d["metadata"]["name"]: d for d in kube._call("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments", query=[("labelSelector", MANAGED)])["items"]}
     return {
-        s["metadata"]["name"]: mismatches(s, deployments.get(render.deployment_name(s["metadata"]["name"], render.ROLE_SPECULATIVE)),
-                                          deployments.get(render.deployment_name(s["metadata"]["name"], render.ROLE_BASELINE)))
+        s["metadata"]["name"]: mismatches(s, deployments.get(manifests.deployment_name(s["metadata"]["name"], manifests.ROLE_SPECULATIVE)),
+                                          deployments.get(manifests.deployment_name(s["metadata"]["name"], manifests.ROLE_BASELINE)))
         for s in servings
     }
 

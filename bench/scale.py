@@ -858,7 +858,9 @@ def measure_floor(n: int, args: argparse.Namespace, cluster: Cluster, source: Pa
     Deployment and Service the checkout renders for it, and write its status (Accepted); 32 calls in flight, as the
     operator's API pool. Converge is measured as for the operator; the time each kind of call took is recorded."""
     sys.path.insert(0, str(source / "operator"))
-    from specserve import api as serving_api, render, servings
+    from specserve import api as serving_api
+    from specserve.rendering import manifests
+    from specserve.cluster import servings
 
     row: dict[str, Any] = {"servings": n, "operator": "floor: no operator, the same objects applied directly"}
     cluster.up()
@@ -888,11 +890,11 @@ def measure_floor(n: int, args: argparse.Namespace, cluster: Cluster, source: Pa
     def one(name: str) -> None:
         body = timed("create serving", "POST", servings_path(ns), count="POST speculativeservings", body=serving(name))
         spec = serving_api.SpeculativeServingSpec.model_validate(body["spec"])
-        for obj in render.render(servings.owner_of(body), spec, render.DecisionState()):
+        for obj in manifests.render(servings.owner_of(body), spec, manifests.DecisionState()):
             kind = obj["kind"]
             path = (f"/apis/apps/v1/namespaces/{ns}/deployments/" if kind == "Deployment" else f"/api/v1/namespaces/{ns}/services/") + obj["metadata"]["name"]
             timed(f"apply {kind}", "PATCH", path, count=f"APPLY {kind.lower()}s", body=obj, content_type="application/apply-patch+yaml",
-                  query={"fieldManager": render.MANAGER, "force": "true"})
+                  query={"fieldManager": manifests.MANAGER, "force": "true"})
         accepted = {"type": "Accepted", "status": "True", "reason": "Applied", "message": "floor", "observedGeneration": 1,
                     "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         timed("status", "PATCH", f"{servings_path(ns)}/{name}/status", count="PATCH speculativeservings/status",

@@ -11,7 +11,9 @@ from typing import Any
 
 import yaml
 
-from specserve import api, crd, render
+from specserve import api
+from specserve.api import crd
+from specserve.rendering import manifests
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
@@ -44,7 +46,7 @@ def claims_and_secrets(obj: dict[str, Any]) -> tuple[set[str], set[str]]:
     """PVCs and Secrets the rendered pods of a serving refer to."""
     spec = api.SpeculativeServingSpec.model_validate(obj["spec"])
     claims, secrets = set(), set()
-    for rendered in render.render(render.Owner(obj["metadata"]["name"], "x"), spec, render.DecisionState()):
+    for rendered in manifests.render(manifests.Owner(obj["metadata"]["name"], "x"), spec, manifests.DecisionState()):
         pod = rendered["spec"].get("template", {}).get("spec", {})
         claims |= {v["persistentVolumeClaim"]["claimName"] for v in pod.get("volumes", []) if "persistentVolumeClaim" in v}
         for container in pod.get("containers", []):

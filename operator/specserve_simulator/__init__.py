@@ -1,13 +1,13 @@
 """A stand-in for the vLLM OpenAI server: same `vllm serve` arguments, endpoints and /metrics, simulated engine.
 
-Behaviour model and control API: README.md beside this file. Run `specserve simulate ...` or `python -m specserve.simulator ...`.
+Behaviour model and control API: README.md beside this file. Run `specserve simulate ...` or `python -m specserve_simulator ...`.
 """
 
 from __future__ import annotations
 
 import sys
 
-from specserve.simulator import args
+from specserve_simulator import args
 
 
 def main(argv: list[str] | None = None, prog: str = "vllm serve") -> int:
@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None, prog: str = "vllm serve") -> int:
     if arguments[:1] == ["serve"]:  # invoked as `vllm serve ...` through a shim in the container image
         arguments = arguments[1:]
     config = args.parse(arguments, prog)
-    from specserve.simulator import server  # aiohttp loads only once the arguments are known to be good
+    from specserve_simulator import server  # aiohttp loads only once the arguments are known to be good
 
     try:
         server.serve(config)

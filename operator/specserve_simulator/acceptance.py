@@ -11,8 +11,8 @@ import random
 from dataclasses import dataclass
 from functools import lru_cache
 
-from specserve.simulator import sizing
-from specserve.simulator.args import ServeConfig
+from specserve_simulator import sizing
+from specserve_simulator.args import ServeConfig
 
 # Accepted / draft tokens at k = REFERENCE_K, at these temperatures; linear in between.
 TEMPERATURES = (0.0, 0.4, 0.8, 1.0)

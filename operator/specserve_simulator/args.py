@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from specserve import vllm
-from specserve.simulator import speculative
-from specserve.simulator.speculative import Speculation
-from specserve.simulator.workload import Workload
+from specserve.engine import vllm
+from specserve_simulator import speculative
+from specserve_simulator.speculative import Speculation
+from specserve_simulator.workload import Workload
 
 DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 KV_CACHE_DTYPES = (

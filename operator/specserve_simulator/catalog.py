@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from specserve import vllm
+from specserve.engine import vllm
 
 BASE_LABELS = ("model_name", "engine")
 

@@ -12,8 +12,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from specserve.simulator.args import ServeConfig
-from specserve.simulator.records import Finished, RequestSpec
+from specserve_simulator.args import ServeConfig
+from specserve_simulator.records import Finished, RequestSpec
 
 TOKEN = re.compile(r"\w+|[^\w\s]")
 CHAT_TOKENS_PER_MESSAGE, CHAT_TEMPLATE_TOKENS = 4, 3

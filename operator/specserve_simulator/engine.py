@@ -12,12 +12,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from specserve.simulator.acceptance import AcceptanceModel, draw_accepted
-from specserve.simulator.args import ServeConfig
-from specserve.simulator.latency import StepCost
-from specserve.simulator.records import Finished, RequestSpec, StepReport, Totals
-from specserve.simulator.speculative import Speculation
-from specserve.simulator.workload import Workload
+from specserve_simulator.acceptance import AcceptanceModel, draw_accepted
+from specserve_simulator.args import ServeConfig
+from specserve_simulator.latency import StepCost
+from specserve_simulator.records import Finished, RequestSpec, StepReport, Totals
+from specserve_simulator.speculative import Speculation
+from specserve_simulator.workload import Workload
 
 NATURAL_LENGTH_SHARE = 0.75  # median natural answer length, as a share of the workload's max_tokens
 NATURAL_LENGTH_SIGMA = 0.6

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from specserve import goodput
-from specserve.simulator import sizing
-from specserve.simulator.args import ServeConfig
+from specserve.decision import goodput
+from specserve_simulator import sizing
+from specserve_simulator.args import ServeConfig
 
 HEAD_PARAMS_SHARE, HEAD_PARAMS_FIXED_B = 0.02, 0.3  # an EAGLE/MTP head: about one decoder layer plus the LM head
 HEAD_KV_SHARE = 1 / 32  # the head keeps KV for one layer

@@ -10,9 +10,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import gc_collector, platform_collector, process_collector
 
-from specserve.simulator import catalog
-from specserve.simulator.args import ServeConfig
-from specserve.simulator.records import Finished, StepReport
+from specserve_simulator import catalog
+from specserve_simulator.args import ServeConfig
+from specserve_simulator.records import Finished, StepReport
 
 ENGINE = "0"
 BLOCK_SIZE = 16

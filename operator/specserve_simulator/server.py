@@ -14,11 +14,11 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from specserve.simulator import completions
-from specserve.simulator.args import ServeConfig
-from specserve.simulator.engine import Engine
-from specserve.simulator.metrics import EngineMetrics
-from specserve.simulator.runtime import Runtime
+from specserve_simulator import completions
+from specserve_simulator.args import ServeConfig
+from specserve_simulator.engine import Engine
+from specserve_simulator.metrics import EngineMetrics
+from specserve_simulator.runtime import Runtime
 
 CONFIG = web.AppKey("config", ServeConfig)
 RUNTIME = web.AppKey("runtime", Runtime)

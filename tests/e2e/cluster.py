@@ -13,7 +13,8 @@ from typing import Any, Callable
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from specserve import api, kube as k
+from specserve import api
+from specserve.cluster import kube as k
 
 SERVINGS = "/apis/specserve.dev/v1alpha1/namespaces/{ns}/speculativeservings"
 

@@ -44,7 +44,7 @@ def real_cluster_required():
 
 @pytest.fixture(scope="session")
 def kube():
-    from specserve import kube as kube_module
+    from specserve.cluster import kube as kube_module
 
     return kube_module.Kube(kube_module.new_api_client())
 

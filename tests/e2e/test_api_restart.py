@@ -21,8 +21,9 @@ import kopf
 import pytest
 import yaml
 
-from specserve import kube as k, render
-from specserve.conditions import find as find_condition
+from specserve.cluster import kube as k
+from specserve.rendering import manifests
+from specserve.api.conditions import find as find_condition
 from tests.e2e.cluster import SERVINGS, create, eventually, get, merge_patch
 from tests.e2e.conftest import ROOT, apply_crd, new_namespace
 from tests.e2e.operator_process import OperatorProcess, running_operator
@@ -69,8 +70,8 @@ def example_serving(name: str, **spec: Any) -> dict[str, Any]:
 def spec_mismatches(kube: k.Kube, namespace: str, name: str) -> list[str]:
     """How the serving's live objects and status differ from its spec (empty: fully reconciled); see mismatches."""
     serving = get(kube, k.SERVINGS, namespace, name)
-    deployments = {role: get(kube, k.DEPLOYMENTS, namespace, render.deployment_name(name, role)) for role in (render.ROLE_SPECULATIVE, render.ROLE_BASELINE)}
-    return mismatches(serving, deployments[render.ROLE_SPECULATIVE], deployments[render.ROLE_BASELINE])
+    deployments = {role: get(kube, k.DEPLOYMENTS, namespace, manifests.deployment_name(name, role)) for role in (manifests.ROLE_SPECULATIVE, manifests.ROLE_BASELINE)}
+    return mismatches(serving, deployments[manifests.ROLE_SPECULATIVE], deployments[manifests.ROLE_BASELINE])
 
 
 def mismatches(serving: dict[str, Any] | None, deployment: dict[str, Any] | None, baseline: dict[str, Any] | None) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from specserve import kube as k
+from specserve.cluster import kube as k
 from tests.e2e.cluster import condition_of, create, eventually, get, status_of, warnings_of
 from tests.e2e.conftest import delete_namespace, delete_servings_then_namespace, new_namespace
 from tests.e2e.operator_process import running_operator

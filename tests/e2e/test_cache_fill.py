@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 
-from specserve import indexes, render
-from specserve import kube as k
+from specserve.cluster import indexes
+from specserve.rendering import manifests
+from specserve.cluster import kube as k
 from tests.e2e.cluster import create, eventually, get
 from tests.helpers import serving
 
@@ -20,7 +21,7 @@ def test_fill_holds_each_services_rendered_hash_under_its_serving(kube, namespac
     found = asyncio.run(cache.fill(kube, [namespace], chunk=1))  # a page per object: the continue tokens are followed
     (service,) = [o for o in cache.owned(namespace, "fill-read") if o["kind"] == "Service"]
     assert found["services"] >= 1
-    assert service["metadata"]["annotations"][render.RENDERED_HASH_ANNOTATION] == live["metadata"]["annotations"][render.RENDERED_HASH_ANNOTATION]
+    assert service["metadata"]["annotations"][manifests.RENDERED_HASH_ANNOTATION] == live["metadata"]["annotations"][manifests.RENDERED_HASH_ANNOTATION]
     assert service["metadata"]["ownerReferences"] == [{"uid": ref["uid"]} for ref in live["metadata"]["ownerReferences"]]
 
 

@@ -26,7 +26,9 @@ from typing import Any
 
 import pytest
 
-from specserve import goodput, kube as k, render
+from specserve.decision import goodput
+from specserve.cluster import kube as k
+from specserve.rendering import manifests
 from tests.e2e.cluster import create, eventually, events_of, status_of
 from tests.e2e.conftest import delete_namespace, delete_servings_then_namespace, new_namespace
 from tests.e2e.operator_process import running_operator
@@ -36,7 +38,7 @@ from tests.support.pod_runner import SIMULATOR_IMAGE, PodRunner, Process, get_js
 from tests.support.prometheus import Prometheus
 
 NAME = "cl"
-SPEC, BASE = render.ROLE_SPECULATIVE, render.ROLE_BASELINE
+SPEC, BASE = manifests.ROLE_SPECULATIVE, manifests.ROLE_BASELINE
 K = 4
 TIME_SCALE = 0.25  # wall seconds per simulated second: 4x compressed (a CPU that lags slows simulated time, not latencies)
 LOAD_SECONDS = 3.0  # simulated model load before a pod turns Ready (a restart costs time, as on a GPU)

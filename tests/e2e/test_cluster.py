@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from specserve import api, availability, render
-from specserve import kube as k
+from specserve import api
+from specserve.cluster import availability
+from specserve.rendering import manifests
+from specserve.cluster import kube as k
 from tests.e2e.cluster import (
     PhaseRecorder,
     condition_of,
@@ -168,7 +170,7 @@ def test_an_unschedulable_serving_stays_progressing_not_degraded(kube, namespace
     assert own["Progressing"]["status"] == "True" and deployment["status"].get("availableReplicas", 0) == 0
     assert condition_of(kube, namespace, "unschedulable", "Ready")["reason"] == "RollingOut"
     assert argocd_health(get(kube, k.SERVINGS, namespace, "unschedulable"))[0] == "Progressing"
-    assert deployment["spec"]["progressDeadlineSeconds"] == api.Engine().startup_timeout_seconds + render.PROGRESS_MARGIN_SECONDS
+    assert deployment["spec"]["progressDeadlineSeconds"] == api.Engine().startup_timeout_seconds + manifests.PROGRESS_MARGIN_SECONDS
     delete_serving(kube, namespace, "unschedulable")
 
 
@@ -196,7 +198,7 @@ def test_a_deployment_past_its_progress_deadline_reads_as_degraded(kube, namespa
 def test_lost_availability_is_degraded_and_recovery_ready_again(kube, namespace, operator):
     create(kube, namespace, serving(name="flaky", gpu=L40S))
     eventually(lambda: status_of(kube, namespace, "flaky").get("phase") == "Ready")
-    pod = kube._call("GET", f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", f"{render.SERVING_LABEL}=flaky")])["items"][0]
+    pod = kube._call("GET", f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", f"{manifests.SERVING_LABEL}=flaky")])["items"][0]
     with PhaseRecorder(kube, namespace, "flaky") as recorder:
         _set_pod_ready(kube, pod, False)
         eventually(lambda: status_of(kube, namespace, "flaky").get("phase") == "Degraded")
@@ -254,7 +256,7 @@ def test_deleting_a_serving_garbage_collects_what_it_owns(kube, namespace, opera
     create(kube, namespace, serving(name="owned", gpu=L40S, baseline={"replicas": 1}))
     eventually(lambda: status_of(kube, namespace, "owned").get("phase") == "Ready")
     delete_serving(kube, namespace, "owned")
-    selector = [("labelSelector", f"{render.SERVING_LABEL}=owned")]
+    selector = [("labelSelector", f"{manifests.SERVING_LABEL}=owned")]
     for path in (k.DEPLOYMENTS.path(namespace), k.SERVICES.path(namespace), f"/api/v1/namespaces/{namespace}/pods"):
         eventually(lambda: kube._call("GET", path, query=selector)["items"] == [], timeout=60)
 

@@ -18,7 +18,10 @@ from typing import Any
 
 import pytest
 
-from specserve import goodput, health, kube as k, render
+from specserve.decision import goodput
+from specserve.decision import judgment
+from specserve.cluster import kube as k
+from specserve.rendering import manifests
 from tests.e2e.cluster import condition_of, create, events_of, eventually, get, status_of
 from tests.e2e.conftest import delete_namespace, delete_servings_then_namespace, new_namespace
 from tests.e2e.operator_process import running_operator
@@ -71,7 +74,7 @@ def running_health_loop(kube: k.Kube, tmp_path: Path, label: str, spec: dict[str
 
 
 def live_deployment(kube: k.Kube, namespace: str, role: str) -> dict[str, Any] | None:
-    return get(kube, k.DEPLOYMENTS, namespace, render.deployment_name(NAME, role))
+    return get(kube, k.DEPLOYMENTS, namespace, manifests.deployment_name(NAME, role))
 
 
 def live_args(kube: k.Kube, namespace: str, role: str) -> list[str]:
@@ -85,7 +88,7 @@ def container_args(deployment: dict[str, Any]) -> list[str]:
 
 
 def speculating(kube: k.Kube, namespace: str) -> bool:
-    return SPECULATIVE_CONFIG in container_args(live_deployment(kube, namespace, render.ROLE_SPECULATIVE) or {})
+    return SPECULATIVE_CONFIG in container_args(live_deployment(kube, namespace, manifests.ROLE_SPECULATIVE) or {})
 
 
 def put_traffic(base_url: str, **changes: Any) -> None:
@@ -106,7 +109,7 @@ def ready_and_measured(kube: k.Kube, namespace: str) -> bool:
 
 
 def seconds(text: str) -> float:
-    value = health.parse_time(text)
+    value = judgment.parse_time(text)
     assert value is not None
     return value
 
@@ -114,7 +117,7 @@ def seconds(text: str) -> float:
 @pytest.mark.timeout(240)
 def test_live_deployment_loses_speculation_when_acceptance_drops_and_regains_it_after_probation(kube, crd_installed, tmp_path):
     spec = {"gpu": GPU, "healthPolicy": POLICY}  # no baseline: the acceptance thresholds judge
-    sim_args = {render.ROLE_SPECULATIVE: ["--sim-qps", "10", "--sim-temperature", "0", "--sim-acceptance", "0.8"]}
+    sim_args = {manifests.ROLE_SPECULATIVE: ["--sim-qps", "10", "--sim-temperature", "0", "--sim-acceptance", "0.8"]}
     with running_health_loop(kube, tmp_path, "health-enforce", spec, sim_args) as loop:
         ns = loop.namespace
         eventually(lambda: ready_and_measured(kube, ns), timeout=90)
@@ -124,7 +127,7 @@ def test_live_deployment_loses_speculation_when_acceptance_drops_and_regains_it_
         assert status_of(kube, ns, NAME)["scheduleSummary"] == "k4"
         loop.wait_for_full_window()
 
-        put_traffic(loop.urls[render.ROLE_SPECULATIVE], acceptance=0.25)
+        put_traffic(loop.urls[manifests.ROLE_SPECULATIVE], acceptance=0.25)
         dropped = time.monotonic()
         eventually(lambda: not speculating(kube, ns), timeout=EXPECTED_REACTION + 30)
         reaction = time.monotonic() - dropped
@@ -139,7 +142,7 @@ def test_live_deployment_loses_speculation_when_acceptance_drops_and_regains_it_
         assert status["scheduleSummary"] == "off"
         assert announced[0]["type"] == "Warning" and announced[0]["message"] == disabled["reason"]
 
-        put_traffic(loop.urls[render.ROLE_SPECULATIVE], acceptance=0.8)
+        put_traffic(loop.urls[manifests.ROLE_SPECULATIVE], acceptance=0.8)
         eventually(lambda: speculating(kube, ns), timeout=POLICY["probationSeconds"] + 20)
         status = status_of(kube, ns, NAME)
         reenabled = status["decisions"][-1]
@@ -157,8 +160,8 @@ def test_a_slowdown_measured_against_the_baseline_limits_speculation_at_that_bat
     # is about the TPOT measurement, so the TTFT guard is set out of its way.
     spec = {"gpu": GPU, "healthPolicy": {**POLICY, "p99TtftRegressionRatio": 8}, "baseline": {"replicas": 1}}
     sim_args = {
-        render.ROLE_SPECULATIVE: ["--sim-qps", "20", "--sim-temperature", "0", "--sim-acceptance", "0.8"],
-        render.ROLE_BASELINE: ["--sim-qps", "20"],
+        manifests.ROLE_SPECULATIVE: ["--sim-qps", "20", "--sim-temperature", "0", "--sim-acceptance", "0.8"],
+        manifests.ROLE_BASELINE: ["--sim-qps", "20"],
     }
     with running_health_loop(kube, tmp_path, "health-goodput", spec, sim_args) as loop:
         ns = loop.namespace
@@ -167,7 +170,7 @@ def test_a_slowdown_measured_against_the_baseline_limits_speculation_at_that_bat
         assert observation["baselineBatchSize"] > 0 and observation["batchSize"] > 0
         loop.wait_for_full_window()
 
-        put_traffic(loop.urls[render.ROLE_SPECULATIVE], acceptance=0.2)
+        put_traffic(loop.urls[manifests.ROLE_SPECULATIVE], acceptance=0.2)
         limited = eventually(lambda: next((d for d in status_of(kube, ns, NAME).get("decisions") or [] if d["action"] in ("set_schedule", "disable_speculation")), None),
                              timeout=EXPECTED_REACTION + 60)
         assert limited["enforced"] is True and ("[measured]" in limited["reason"] or "[learned]" in limited["reason"]), limited["reason"]
@@ -175,7 +178,7 @@ def test_a_slowdown_measured_against_the_baseline_limits_speculation_at_that_bat
         status = status_of(kube, ns, NAME)
         assert status["recommendation"]["summary"] and status["health"]["buckets"]  # what was learned stays in status
         batch = round(status["observation"]["batchSize"])
-        deployment = live_deployment(kube, ns, render.ROLE_SPECULATIVE)
+        deployment = live_deployment(kube, ns, manifests.ROLE_SPECULATIVE)
         if limited["action"] == "set_schedule":
             config = json.loads(container_args(deployment)[container_args(deployment).index(SPECULATIVE_CONFIG) + 1])
             ranges = config["num_speculative_tokens_per_batch_size"]
@@ -194,11 +197,11 @@ def limited_summary(ranges: list[list[int]]) -> str:
 @pytest.mark.timeout(180)
 def test_observe_mode_records_and_announces_a_decision_but_never_changes_the_deployment(kube, crd_installed, tmp_path):
     spec = {"gpu": GPU, "healthPolicy": {**POLICY, "mode": "Observe"}}
-    sim_args = {render.ROLE_SPECULATIVE: ["--sim-qps", "10", "--sim-temperature", "0", "--sim-acceptance", "0.25"]}
+    sim_args = {manifests.ROLE_SPECULATIVE: ["--sim-qps", "10", "--sim-temperature", "0", "--sim-acceptance", "0.25"]}
     with running_health_loop(kube, tmp_path, "health-observe", spec, sim_args) as loop:
         ns = loop.namespace
         eventually(lambda: status_of(kube, ns, NAME).get("phase") == "Ready", timeout=90)
-        before = live_deployment(kube, ns, render.ROLE_SPECULATIVE)
+        before = live_deployment(kube, ns, manifests.ROLE_SPECULATIVE)
         assert before is not None and SPECULATIVE_CONFIG in container_args(before)
 
         def observed_decisions() -> list[dict[str, Any]]:
@@ -210,7 +213,7 @@ def test_observe_mode_records_and_announces_a_decision_but_never_changes_the_dep
         assert announced["message"].startswith("Observe mode, not applied: acceptance 0.")
         eventually(lambda: len(observed_decisions()) >= 2, timeout=POLICY["cooldownSeconds"] + 4 * POLICY["intervalSeconds"])  # the loop goes on judging
 
-        after = live_deployment(kube, ns, render.ROLE_SPECULATIVE)
+        after = live_deployment(kube, ns, manifests.ROLE_SPECULATIVE)
         assert after is not None and container_args(after) == container_args(before)
         assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
         assert status_of(kube, ns, NAME)["speculation"] == "On"

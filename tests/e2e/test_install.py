@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from specserve import kube as k
+from specserve.cluster import kube as k
 from tests.e2e.cluster import create, eventually, events_of, get, status_of
 from tests.e2e.conftest import new_namespace
 from tests.e2e.installs import (

@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 
 import pytest
 
-from specserve import kube as k
+from specserve.cluster import kube as k
 from tests.e2e.cluster import create, eventually, status_of
 from tests.e2e.conftest import delete_namespace, delete_servings_then_namespace, new_namespace
 from tests.e2e.installs import kubectl, wait_established

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from specserve import kube as k
+from specserve.cluster import kube as k
 from tests.e2e.cluster import create, eventually, get, status_of
 from tests.e2e.conftest import new_namespace
 from tests.e2e.installs import SERVING_CRD, documented_commands, existing, key, kubectl, shell, wait_established, yaml_stream

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from specserve import vllm
+from specserve.engine import vllm
 from tests.install import tools
 from tests.install.tools import CHART, MANIFESTS
 

@@ -100,7 +100,7 @@ def test_the_first_example_on_a_cluster_needs_no_gpu() -> None:
 
 def test_readme_worked_example_quotes_what_the_closed_loop_decides() -> None:
     """The goodput model's worked example: the swinging-load loop of tests/unit/test_goodput_policy.py, run again."""
-    from specserve import evidence
+    from specserve.decision import evidence
     from tests.unit.test_goodput_policy import spec, swinging_load
 
     readme = (ROOT / "README.md").read_text()
@@ -114,10 +114,11 @@ def test_readme_worked_example_quotes_what_the_closed_loop_decides() -> None:
 
 
 def test_operating_guide_lists_every_health_event_and_decision_action() -> None:
-    from specserve import health, telemetry
+    from specserve.decision import judgment
+    from specserve import telemetry
 
     guide = (DOCS / "operating.md").read_text()
-    for type_, reason in health.EVENT_REASONS.values():
+    for type_, reason in judgment.EVENT_REASONS.values():
         assert f"| {reason} | {type_} |" in guide, reason
     assert f"action ({', '.join(telemetry.ACTIONS)})" in guide
     assert "`specserve_estimated_speedup`" in guide

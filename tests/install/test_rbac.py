@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from specserve import kube
+from specserve.cluster import kube
 from tests.install import values
 from tests.install.tools import find, one, render_chart
 

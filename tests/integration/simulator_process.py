@@ -1,4 +1,4 @@
-"""Start a real simulator process (`python -m specserve.simulator`) on a free loopback port, for integration tests.
+"""Start a real simulator process (`python -m specserve_simulator`) on a free loopback port, for integration tests.
 
 Reusable by any test that needs a vLLM stand-in: `with running_simulator(*vllm_args) as base_url: ...`.
 """
@@ -31,7 +31,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def simulator_command(*argv: str, module: str = "specserve.simulator") -> list[str]:
+def simulator_command(*argv: str, module: str = "specserve_simulator") -> list[str]:
     return [sys.executable, "-m", module, *argv]
 
 
@@ -42,7 +42,7 @@ def environment() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running_simulator(*argv: str, module: str = "specserve.simulator") -> Iterator[str]:
+def running_simulator(*argv: str, module: str = "specserve_simulator") -> Iterator[str]:
     """Run the simulator with these `vllm serve` arguments until the block ends; yields its base URL."""
     port = free_port()
     with tempfile.TemporaryFile() as log:

@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from specserve import cli, export, metrics, render
+from specserve.cli import commands
+from specserve.observation import export
+from specserve.observation import metrics
+from specserve.rendering import manifests
 from tests.helpers import serving
 from tests.integration.simulator_process import running_simulator
 from tests.support.prometheus import Prometheus, Target
@@ -44,7 +47,7 @@ def polled(prometheus: Prometheus, field: str, role: str, at: int) -> float | No
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = cli.main(argv)
+    code = commands.main(argv)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -55,9 +58,9 @@ def test_export_writes_the_pollers_numbers_per_step_and_replay_reads_them(tmp_pa
     serving_file.write_text(yaml.safe_dump(SERVING))
     with running_simulator(*SERVE, *NGRAM, *TRAFFIC) as speculative, running_simulator(*SERVE, *TRAFFIC) as baseline:
         prometheus = Prometheus(tmp_path, [
-            Target(speculative.removeprefix("http://"), labels(NAME, render.ROLE_SPECULATIVE)),
-            Target(baseline.removeprefix("http://"), labels(NAME, render.ROLE_BASELINE)),
-            Target(baseline.removeprefix("http://"), labels("someone-else", render.ROLE_SPECULATIVE)),  # must not leak into NAME's lines
+            Target(speculative.removeprefix("http://"), labels(NAME, manifests.ROLE_SPECULATIVE)),
+            Target(baseline.removeprefix("http://"), labels(NAME, manifests.ROLE_BASELINE)),
+            Target(baseline.removeprefix("http://"), labels("someone-else", manifests.ROLE_SPECULATIVE)),  # must not leak into NAME's lines
         ]).start()
         try:
             prometheus.wait_for(metrics.queries(WINDOW)["acceptance_rate"], timeout=60)
@@ -72,8 +75,8 @@ def test_export_writes_the_pollers_numbers_per_step_and_replay_reads_them(tmp_pa
             assert all(tuple(line) == export.LINE_KEYS for line in lines)
             for line in lines:
                 for field in export.EXPORTED:
-                    assert line[field] == pytest.approx(polled(prometheus, field, render.ROLE_SPECULATIVE, line["t"])), (field, line)
-                assert line["baseline_p99_tpot"] == pytest.approx(polled(prometheus, "p99_tpot", render.ROLE_BASELINE, line["t"]))
+                    assert line[field] == pytest.approx(polled(prometheus, field, manifests.ROLE_SPECULATIVE, line["t"])), (field, line)
+                assert line["baseline_p99_tpot"] == pytest.approx(polled(prometheus, "p99_tpot", manifests.ROLE_BASELINE, line["t"]))
             # Each role's quantile appears once its window holds a finished request: on a busy machine a step or two later.
             assert all(0.3 < line["acceptance_rate"] <= 1 and line["draft_tokens"] > 0 for line in lines if line["acceptance_rate"] is not None)
             assert lines[-1]["acceptance_rate"] is not None and (lines[-1]["baseline_p99_tpot"] or 0) > 0

@@ -13,7 +13,8 @@ import urllib.request
 
 import pytest
 
-from specserve import api, render
+from specserve import api
+from specserve.rendering import manifests
 from specserve.settings import OperatorSettings
 from tests.helpers import serving
 from tests.integration.conftest import DEPLOYMENTS, NAMESPACE, SERVINGS, eventually, events_for, live, mark_available, running_operator
@@ -29,8 +30,8 @@ SPEC = {"gpu": {"count": 1, "product": "L40S"}, "healthPolicy": POLICY}
 
 def rendered_args(role: str) -> list[str]:
     spec = api.SpeculativeServingSpec.model_validate(serving(name=NAME, **SPEC)["spec"])
-    objects = render.render(render.Owner(NAME, NAMESPACE), spec, render.DecisionState())
-    return next(o for o in objects if o["metadata"]["labels"][render.ROLE_LABEL] == role)["spec"]["template"]["spec"]["containers"][0]["args"]
+    objects = manifests.render(manifests.Owner(NAME, NAMESPACE), spec, manifests.DecisionState())
+    return next(o for o in objects if o["metadata"]["labels"][manifests.ROLE_LABEL] == role)["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
 def without_bind_flags(args: list[str]) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from specserve import cli
+from specserve.cli import commands
 from tests.helpers import serving
 from tests.integration.conftest import DEPLOYMENTS, NAMESPACE, SERVINGS, eventually, live
 
@@ -33,7 +33,7 @@ def accepted(kube, name: str) -> dict | None:
 
 
 def command(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = cli.main(argv)
+    code = commands.main(argv)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -55,7 +55,7 @@ async def test_plan_and_render_refuse_exactly_what_the_operator_refuses(kube, op
         path.write_text(yaml.safe_dump(document))
         plan_code, plan_out, _ = command(["plan", "-o", "json", str(path)], capsys)
         render_code, render_out, render_err = command(["render", str(path)], capsys)
-        expected = cli.REFUSED if operator_refuses[name] else 0
+        expected = commands.REFUSED if operator_refuses[name] else 0
         assert (plan_code, render_code) == (expected, expected), name
         assert json.loads(plan_out)["memoryBudget"]["reason"] == CASES[name][1]
         assert bool(render_out) != operator_refuses[name]

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from specserve import metrics, render
+from specserve.observation import metrics
+from specserve.rendering import manifests
 from tests.support.prometheus import Prometheus, Target
 
 NAMESPACE, NAME, WINDOW = "llm", "batched", 30
@@ -72,9 +73,9 @@ def polled(prometheus: Prometheus, role: str) -> metrics.RoleMetrics:
 @pytest.mark.timeout(90)
 def test_batch_size_is_the_per_pod_mean_and_running_the_sum_over_a_roles_pods(tmp_path: Path) -> None:
     spec_a, spec_b, base = Pod(2), Pod(4), Pod(5)
-    with scraped(tmp_path, {render.ROLE_SPECULATIVE: [spec_a, spec_b], render.ROLE_BASELINE: [base]}) as prometheus:
+    with scraped(tmp_path, {manifests.ROLE_SPECULATIVE: [spec_a, spec_b], manifests.ROLE_BASELINE: [base]}) as prometheus:
         prometheus.wait_for("count(vllm:num_requests_running) == 3", timeout=30)
-        speculative, baseline = polled(prometheus, render.ROLE_SPECULATIVE), polled(prometheus, render.ROLE_BASELINE)
+        speculative, baseline = polled(prometheus, manifests.ROLE_SPECULATIVE), polled(prometheus, manifests.ROLE_BASELINE)
         assert (speculative.running, speculative.running_per_replica) == (6, 3)
         assert (baseline.running, baseline.running_per_replica) == (5, 5)
 
@@ -82,13 +83,13 @@ def test_batch_size_is_the_per_pod_mean_and_running_the_sum_over_a_roles_pods(tm
 @pytest.mark.timeout(90)
 def test_batch_size_is_a_mean_over_the_window_not_the_last_scrape(tmp_path: Path) -> None:
     spec_a, spec_b = Pod(2), Pod(4)
-    with scraped(tmp_path, {render.ROLE_SPECULATIVE: [spec_a, spec_b]}) as prometheus:
+    with scraped(tmp_path, {manifests.ROLE_SPECULATIVE: [spec_a, spec_b]}) as prometheus:
         prometheus.wait_for("count(vllm:num_requests_running) == 2", timeout=30)
         time.sleep(4)  # a few scrapes at 2 and 4
         spec_a.running = 10
         prometheus.wait_for("max(vllm:num_requests_running) == 10", timeout=30)
         time.sleep(2)
-        speculative = polled(prometheus, render.ROLE_SPECULATIVE)
+        speculative = polled(prometheus, manifests.ROLE_SPECULATIVE)
         # per replica: 3 over the older samples, 7 over the newest; the window holds both
         assert 3 < speculative.running_per_replica < 7
         assert speculative.running == pytest.approx(2 * speculative.running_per_replica)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from specserve import metrics
+from specserve.observation import metrics
 from tests.support.prometheus import Prometheus, Target, free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from specserve import vllm
+from specserve.engine import vllm
 from tests.helpers import FIXTURES
 from tests.integration.simulator_process import environment, request, running_simulator, simulator_command
 
@@ -212,7 +212,7 @@ def test_vllm_serve_shim_command_line_serves():
         assert request(base_url, "/health")[0] == 200
 
 
-@pytest.mark.parametrize("module", ["specserve.simulator", "specserve.cli simulate"])
+@pytest.mark.parametrize("module", ["specserve_simulator", "specserve.cli simulate"])
 def test_obsolete_flag_exits_2(module):
     name, *rest = module.split()
     command = simulator_command(*rest, "m", "--speculative-model", "x", module=name)

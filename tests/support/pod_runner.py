@@ -6,7 +6,7 @@ only pods that tolerate it and select it land there (`runner.placement()` gives 
 the fake kubelet of ../shared/k8s only touches pods bound to its own node (`fake-gpu-node`), so the two never act on
 the same pod. Every pod bound to the runner's node whose container runs the simulator image (`vllm serve ...` in an
 image whose name holds `specserve-simulator`, as manifests/examples/simulator-no-gpu.yaml renders it) becomes
-`python -m specserve.simulator` with the container's exact args, except `--host 127.0.0.1 --port <a free port of
+`python -m specserve_simulator` with the container's exact args, except `--host 127.0.0.1 --port <a free port of
 its own>`, plus the extra `--sim-*` args given for its role (`specserve.dev/role`) and the container's literal
 `SPECSERVE_SIM_*` env. As a kubelet does, through the pods/status subresource: Running with Ready=False when the
 process starts, Ready=True (podIP 127.0.0.1) only once `/health` answers and the simulated model-load time
@@ -148,7 +148,7 @@ class PodRunner:
     is_simulator: Callable[[dict[str, Any]], bool] = runs_simulator
     history: list[Process] = field(default_factory=list)
     # what runs the simulator, before its args: a benchmark may wrap it (e.g. to record every finished request)
-    command_prefix: list[str] = field(default_factory=lambda: [sys.executable, "-m", "specserve.simulator"])
+    command_prefix: list[str] = field(default_factory=lambda: [sys.executable, "-m", "specserve_simulator"])
 
     def __post_init__(self) -> None:
         from kubernetes import client, config

@@ -24,7 +24,7 @@ from pathlib import Path
 import kubernetes
 import yaml
 
-from specserve import kube
+from specserve.cluster import kube
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = ROOT.parent / "shared" / "k8s"  # beside the repository, as .ci/run and the README use it

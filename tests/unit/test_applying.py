@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from specserve import applying
+from specserve.cluster import applying
 
 
 def obj(kind: str, name: str, serving: str = "llama", **extra: Any) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The MemoryBudget verdict: which plans block applying, which only warn, which cannot be judged."""
 
-from specserve import api, planner
+from specserve import api
+from specserve.rendering import planner
 from tests.helpers import minimal_spec
 
 

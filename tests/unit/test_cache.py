@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from specserve import indexes, kube
+from specserve.cluster import indexes
+from specserve.cluster import kube
 
 
 def deployment(name: str, serving: str, namespace: str = "team", uid: str = "u-1") -> dict:

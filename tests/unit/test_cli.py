@@ -17,7 +17,9 @@ import pydantic
 import pytest
 import yaml
 
-from specserve import api, cli, planner
+from specserve import api
+from specserve.cli import commands
+from specserve.rendering import planner
 from tests.helpers import EXAMPLES, serving
 
 EXAMPLE = next(p for p in EXAMPLES if p.stem == "eagle3-llama-8b")
@@ -25,7 +27,7 @@ EXAMPLE = next(p for p in EXAMPLES if p.stem == "eagle3-llama-8b")
 
 def refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     """stderr of a command that must exit 2 with a one-line message and print nothing on stdout."""
-    assert cli.main(argv) == 2
+    assert commands.main(argv) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "Traceback" not in captured.err
     assert len(captured.err.strip().splitlines()) == 1, captured.err
@@ -171,7 +173,7 @@ VERDICT_CASES = {
 
 
 def outcome(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = cli.main(argv)
+    code = commands.main(argv)
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
     return code, captured.out, captured.err
@@ -191,10 +193,10 @@ def test_plan_and_render_exit_1_exactly_when_the_operator_refuses(verdict: str, 
     operator_refuses = planner.verdict(planner.plan(api.SpeculativeServingSpec.model_validate(document["spec"]))).blocking  # controller.reconcile's rule
     assert operator_refuses == (verdict == "DoesNotFit")
     path = servings_file(tmp_path, "s.yaml", document)
-    expected = cli.REFUSED if operator_refuses else 0
+    expected = commands.REFUSED if operator_refuses else 0
     plan_code, plan_out, _ = outcome(["plan", str(path), "-o", "json"], capsys)
     render_code, render_out, _ = outcome(["render", str(path)], capsys)
-    assert (plan_code, render_code) == (expected, expected) and cli.REFUSED == 1
+    assert (plan_code, render_code) == (expected, expected) and commands.REFUSED == 1
     assert json.loads(plan_out)["memoryBudget"]["reason"] == verdict
     assert bool(render_out) != operator_refuses
 
@@ -288,9 +290,9 @@ def test_run_with_a_broken_kubeconfig_names_it(tmp_path: Path) -> None:
     assert f"specserve run: KUBECONFIG={kubeconfig}: unusable kubeconfig:" in result.stderr
 
 
-@pytest.mark.parametrize("how", ["specserve simulate", "python -m specserve.simulator"])
+@pytest.mark.parametrize("how", ["specserve simulate", "python -m specserve_simulator"])
 def test_simulate_on_a_busy_port_exits_2(how: str) -> None:
-    program = [entry_point(), "simulate"] if how == "specserve simulate" else [sys.executable, "-m", "specserve.simulator"]
+    program = [entry_point(), "simulate"] if how == "specserve simulate" else [sys.executable, "-m", "specserve_simulator"]
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

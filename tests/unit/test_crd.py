@@ -7,7 +7,8 @@ import pydantic
 import pytest
 import yaml
 
-from specserve import api, crd
+from specserve import api
+from specserve.api import crd
 from tests.helpers import CEL_CASES as CASES, EXAMPLES, ROOT, apply_defaults, load_example, serving
 
 COMMITTED = ROOT / "crds" / "specserve.dev_speculativeservings.yaml"

@@ -12,7 +12,11 @@ from typing import Any
 import pytest
 import yaml
 
-from specserve import cli, export, metrics, render, replay
+from specserve.cli import commands
+from specserve.observation import export
+from specserve.observation import metrics
+from specserve.rendering import manifests
+from specserve.observation import replay
 from tests.helpers import serving
 
 NOW = 1_767_258_000.7
@@ -77,9 +81,9 @@ class RecordedPrometheus:
 def test_lines_take_the_servings_own_series_and_the_baselines_p99() -> None:
     queries = metrics.queries(300)
     prometheus = RecordedPrometheus({
-        queries["acceptance_rate"]: [matrix(render.ROLE_SPECULATIVE, "mine", [(60, "0.7"), (90, "NaN")]), matrix(render.ROLE_SPECULATIVE, "other", [(60, "0.1")])],
-        queries["p99_tpot"]: [matrix(render.ROLE_SPECULATIVE, "mine", [(60, "0.03")]), matrix(render.ROLE_BASELINE, "mine", [(90, "0.025")]),
-                              matrix(render.ROLE_SPECULATIVE, "mine", [(60, "9")], namespace="elsewhere")],
+        queries["acceptance_rate"]: [matrix(manifests.ROLE_SPECULATIVE, "mine", [(60, "0.7"), (90, "NaN")]), matrix(manifests.ROLE_SPECULATIVE, "other", [(60, "0.1")])],
+        queries["p99_tpot"]: [matrix(manifests.ROLE_SPECULATIVE, "mine", [(60, "0.03")]), matrix(manifests.ROLE_BASELINE, "mine", [(90, "0.025")]),
+                              matrix(manifests.ROLE_SPECULATIVE, "mine", [(60, "9")], namespace="elsewhere")],
     })
     lines = export.export(prometheus, export.Serving("shop", "mine", 300), export.TimeRange(30, 90, 30))
     assert [(x["t"], x["acceptance_rate"], x["p99_tpot"], x["baseline_p99_tpot"]) for x in lines] == [
@@ -89,7 +93,7 @@ def test_lines_take_the_servings_own_series_and_the_baselines_p99() -> None:
     assert export.has_data(lines) and not export.has_data(lines[:1])
 
 
-def position(name: str, at: int, values: list[tuple[int, str]], role: str = render.ROLE_SPECULATIVE) -> dict[str, Any]:
+def position(name: str, at: int, values: list[tuple[int, str]], role: str = manifests.ROLE_SPECULATIVE) -> dict[str, Any]:
     series = matrix(role, name, values)
     series["metric"]["position"] = str(at)
     return series
@@ -110,7 +114,7 @@ def exported(answers: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 def test_per_position_acceptance_is_a_list_in_position_order_from_the_speculative_role() -> None:
     lines = exported({"per_position_acceptance": [
         position("mine", 1, [(30, "0.6"), (60, "0.55")]), position("mine", 0, [(30, "0.85"), (60, "0.8")]),
-        position("mine", 0, [(30, "0.1")], role=render.ROLE_BASELINE), position("other", 2, [(30, "0.4")]),
+        position("mine", 0, [(30, "0.1")], role=manifests.ROLE_BASELINE), position("other", 2, [(30, "0.4")]),
     ]})
     assert [x["per_position_acceptance"] for x in lines] == [[0.85, 0.6], [0.8, 0.55], None]
 
@@ -122,16 +126,16 @@ def test_per_position_acceptance_without_data_at_position_0_is_null() -> None:
 
 def test_batch_sizes_are_each_roles_running_requests_per_replica_not_the_total() -> None:
     lines = exported({"running": [
-        running(render.ROLE_SPECULATIVE, "sum", [(30, "96")]), running(render.ROLE_SPECULATIVE, "mean", [(30, "48")]),
-        running(render.ROLE_BASELINE, "sum", [(60, "40")]), running(render.ROLE_BASELINE, "mean", [(60, "20")]),
+        running(manifests.ROLE_SPECULATIVE, "sum", [(30, "96")]), running(manifests.ROLE_SPECULATIVE, "mean", [(30, "48")]),
+        running(manifests.ROLE_BASELINE, "sum", [(60, "40")]), running(manifests.ROLE_BASELINE, "mean", [(60, "20")]),
     ]})
     assert [(x["batch_size"], x["baseline_batch_size"]) for x in lines] == [(48, None), (None, 20), (None, None)]
 
 
 def test_the_baselines_p50_tpot_and_p99_ttft_come_from_its_own_series() -> None:
     lines = exported({
-        "p50_tpot": [matrix(render.ROLE_SPECULATIVE, "mine", [(30, "0.02")]), matrix(render.ROLE_BASELINE, "mine", [(30, "0.015")])],
-        "p99_ttft": [matrix(render.ROLE_SPECULATIVE, "mine", [(30, "0.4")]), matrix(render.ROLE_BASELINE, "mine", [(30, "0.3")])],
+        "p50_tpot": [matrix(manifests.ROLE_SPECULATIVE, "mine", [(30, "0.02")]), matrix(manifests.ROLE_BASELINE, "mine", [(30, "0.015")])],
+        "p99_ttft": [matrix(manifests.ROLE_SPECULATIVE, "mine", [(30, "0.4")]), matrix(manifests.ROLE_BASELINE, "mine", [(30, "0.3")])],
     })
     assert (lines[0]["p50_tpot"], lines[0]["baseline_p50_tpot"], lines[0]["p99_ttft"], lines[0]["baseline_p99_ttft"]) == (0.02, 0.015, 0.4, 0.3)
 
@@ -144,9 +148,9 @@ def test_lines_leave_out_k_which_prometheus_cannot_know() -> None:
 
 def test_exported_lines_are_lines_replay_reads() -> None:
     lines = exported({
-        "acceptance_rate": [matrix(render.ROLE_SPECULATIVE, "mine", [(30, "0.7")])], "draft_tokens": [matrix(render.ROLE_SPECULATIVE, "mine", [(30, "9000")])],
+        "acceptance_rate": [matrix(manifests.ROLE_SPECULATIVE, "mine", [(30, "0.7")])], "draft_tokens": [matrix(manifests.ROLE_SPECULATIVE, "mine", [(30, "9000")])],
         "per_position_acceptance": [position("mine", 0, [(30, "0.8")]), position("mine", 1, [(30, "0.6")])],
-        "running": [running(render.ROLE_SPECULATIVE, "mean", [(30, "8")]), running(render.ROLE_BASELINE, "mean", [(30, "7.5")])],
+        "running": [running(manifests.ROLE_SPECULATIVE, "mean", [(30, "8")]), running(manifests.ROLE_BASELINE, "mean", [(30, "7.5")])],
     })
     _, observation = replay.parse_line(json.dumps(lines[0]), 1)
     assert (observation.per_position_acceptance, observation.k, observation.batch_size, observation.baseline_batch_size) == ((0.8, 0.6), None, 8, 7.5)
@@ -165,7 +169,7 @@ def serving_file(tmp_path: Path) -> Path:
     (["--start", "now-1h", "--end", "now", "--step", "soon"], "specserve export: --step 'soon' is not a duration"),
 ])
 def test_bad_times_are_one_line_and_exit_2(arguments: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["export", str(serving_file(tmp_path)), "--prometheus-url", "http://127.0.0.1:9", *arguments]) == 2
+    assert commands.main(["export", str(serving_file(tmp_path)), "--prometheus-url", "http://127.0.0.1:9", *arguments]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.startswith(message) and len(captured.err.splitlines()) == 1
 
@@ -173,11 +177,11 @@ def test_bad_times_are_one_line_and_exit_2(arguments: list[str], message: str, t
 def test_export_takes_one_serving(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "two.yaml"
     path.write_text(yaml.safe_dump_all([serving(name="a"), serving(name="b")]))
-    assert cli.main(["export", str(path), "--prometheus-url", "http://127.0.0.1:9", "--start", "now-1h", "--end", "now"]) == 2
+    assert commands.main(["export", str(path), "--prometheus-url", "http://127.0.0.1:9", "--start", "now-1h", "--end", "now"]) == 2
     assert capsys.readouterr().err == f"specserve export: {path}: holds 2 documents; export takes one SpeculativeServing\n"
 
 
 def test_metric_labels_come_from_the_operators_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPECSERVE_SERVING_LABEL", "not a label")
-    assert cli.main(["export", str(serving_file(tmp_path)), "--prometheus-url", "http://127.0.0.1:9", "--start", "now-1h", "--end", "now"]) == 2
+    assert commands.main(["export", str(serving_file(tmp_path)), "--prometheus-url", "http://127.0.0.1:9", "--start", "now-1h", "--end", "now"]) == 2
     assert capsys.readouterr().err.startswith("specserve export: metric labels from SPECSERVE_*_LABEL: 'not a label' is not a Prometheus label name")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from specserve import vllm
+from specserve.engine import vllm
 from tests.helpers import FIXTURES, ROOT
 
 CAPTURES = ("baseline", "draft-model", "ngram")

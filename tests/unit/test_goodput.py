@@ -15,8 +15,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from specserve import api, goodput
-from specserve.goodput import ModelSize
+from specserve import api, catalog
+from specserve.decision import goodput
+from specserve.decision.goodput import ModelSize
 from tests.helpers import minimal_spec
 from tests.support import vllm_parser
 
@@ -99,7 +100,7 @@ def test_per_position_rates_for_an_acceptance_rate_reproduce_it(rate, k):
 
 
 def test_calibration_data_is_what_the_gpu_fixtures_measured():
-    data = yaml.safe_load((Path(goodput.__file__).parent / "catalog" / goodput.CALIBRATION_FILE).read_text())
+    data = yaml.safe_load((Path(catalog.__file__).parent / goodput.CALIBRATION_FILE).read_text())
     files = {"step-cost-zero-acceptance.json": ZERO, "speedup-forced-acceptance.json": FORCED}
     assert tuple(data["batchSizes"]) == BATCH_SIZES
     for session in data["sessions"]:

@@ -12,8 +12,12 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from specserve import api, evidence, goodput, policy, replay
-from specserve.policy import Observation, State, decide, initial_state
+from specserve import api
+from specserve.decision import evidence
+from specserve.decision import goodput
+from specserve.decision import policy
+from specserve.observation import replay
+from specserve.decision.policy import Observation, State, decide, initial_state
 from tests.helpers import minimal_spec
 
 DRAFT = {"method": "draft_model", "numSpeculativeTokens": 4, "draft": {"model": "meta-llama/Llama-3.2-1B-Instruct"}}
@@ -270,11 +274,11 @@ def test_verdicts_are_forgotten_once_their_weight_has_decayed():
 
 
 def test_status_round_trip_keeps_schedule_and_verdicts():
-    from specserve import health
+    from specserve.decision import judgment
 
     serving = spec(DRAFT)
     state = State(schedule=((1, 31, 4), (32, 32, 0)), verdicts=(evidence.Verdict(64, 127, 4, 0.7, 0.9, 1_000.0, 2.0),), last_action_at=1_000.0)
-    status = {"schedule": [list(r) for r in state.schedule], "health": health.health_status(state, serving, 1_000.0)}
-    back = health.state_from_status(serving, status)
+    status = {"schedule": [list(r) for r in state.schedule], "health": judgment.health_status(state, serving, 1_000.0)}
+    back = judgment.state_from_status(serving, status)
     assert back.schedule == state.schedule and back.verdicts == state.verdicts
     assert math.isclose(back.last_action_at or 0, 1_000.0)

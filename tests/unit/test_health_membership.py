@@ -8,7 +8,10 @@ import asyncio
 import kopf
 from kopf._cogs.aiokits import aiotoggles
 
-from specserve import health, healthloop, indexes, metrics
+from specserve.decision import judgment
+from specserve.cluster import health_loop
+from specserve.cluster import indexes
+from specserve.observation import metrics
 from tests.helpers import serving
 
 
@@ -19,9 +22,9 @@ def snapshot(name: str, namespace: str = "team") -> dict:
     return indexes.serving_snapshot(body)
 
 
-def loop_over(*names: str) -> healthloop.HealthLoop:
-    poller = health.Poller(lambda *_: {}, metrics.Labels("namespace", "serving", "role"), 15)
-    loop = healthloop.HealthLoop(poller, kopf.Memo())
+def loop_over(*names: str) -> health_loop.HealthLoop:
+    poller = judgment.Poller(lambda *_: {}, metrics.Labels("namespace", "serving", "role"), 15)
+    loop = health_loop.HealthLoop(poller, kopf.Memo())
     loop.cache = indexes.Cache({("team", n): [indexes.compact(snapshot(n))] for n in names}, {}, {})
     return loop
 
@@ -93,25 +96,29 @@ def test_a_new_serving_is_judged_once_its_deployment_is_available():
 
 
 def test_availability_is_not_written_before_reconcile_recorded_the_serving():
-    from specserve import api, controller, render
+    from specserve import api
+    from specserve.cluster import reconcile
+    from specserve.rendering import manifests
 
     body = snapshot("a")
     body["status"] = {}  # created, not reconciled yet: its first status is reconcile's
     kube = RecordingKube()
     cache = indexes.Cache({("team", "a"): [indexes.compact(body)]}, {("team", "a"): [available_deployment("a")]}, {})
     spec = api.SpeculativeServingSpec.model_validate(body["spec"])
-    asyncio.run(controller.refresh_availability(kube, body, spec, render.DecisionState(), cache))
+    asyncio.run(reconcile.refresh_availability(kube, body, spec, manifests.DecisionState(), cache))
     assert kube.written == [("team", "a")] and kube.last is None
 
 
 def test_availability_is_written_once_reconcile_recorded_the_serving():
-    from specserve import api, controller, render
+    from specserve import api
+    from specserve.cluster import reconcile
+    from specserve.rendering import manifests
 
     body = snapshot("a")
     kube = RecordingKube()
     cache = indexes.Cache({("team", "a"): [indexes.compact(body)]}, {("team", "a"): [available_deployment("a")]}, {})
     spec = api.SpeculativeServingSpec.model_validate(body["spec"])
-    asyncio.run(controller.refresh_availability(kube, body, spec, render.DecisionState(), cache))
+    asyncio.run(reconcile.refresh_availability(kube, body, spec, manifests.DecisionState(), cache))
     assert kube.last["phase"] == "Ready"
 
 

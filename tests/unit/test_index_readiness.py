@@ -6,7 +6,7 @@ import asyncio
 
 from kopf._cogs.aiokits import aiotoggles
 
-from specserve import indexes
+from specserve.cluster import indexes
 
 
 def test_kopf_builds_counted_sets():

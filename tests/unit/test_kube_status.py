@@ -7,7 +7,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from specserve import kube
+from specserve.cluster import kube
 
 
 class FakeServer:

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from specserve import metrics
+from specserve.observation import metrics
 
 
 def test_query_count_is_fixed_per_window():

@@ -9,7 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from specserve import api, catalog, cli, planner
+from specserve import api
+from specserve import catalog
+from specserve.cli import commands
+from specserve.rendering import planner
 from tests.helpers import EXAMPLES, load_example, minimal_spec, serving
 
 GB = 1e9
@@ -418,7 +421,7 @@ def ladder_file(tmp_path):
 
 
 def test_plan_command_prints_one_row_per_variant_and_marks_the_active_one(tmp_path, capsys):
-    assert cli.main(["plan", str(ladder_file(tmp_path))]) == 0
+    assert commands.main(["plan", str(ladder_file(tmp_path))]) == 0
     out = capsys.readouterr().out
     assert out.startswith("default/llama: usable VRAM 147.2 GiB, max model length 16,384")
     assert "*int8" in out and " int4" in out and " bf16" in out
@@ -426,14 +429,14 @@ def test_plan_command_prints_one_row_per_variant_and_marks_the_active_one(tmp_pa
 
 
 def test_plan_command_json_is_one_object_for_the_active_variant(tmp_path, capsys):
-    assert cli.main(["plan", str(ladder_file(tmp_path)), "-o", "json"]) == 0
+    assert commands.main(["plan", str(ladder_file(tmp_path)), "-o", "json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["activeVariant"] == "int8" and document["fits"] is True
 
 
 def test_plan_command_exits_1_when_the_active_variant_does_not_fit(tmp_path, capsys):
     document = serving(name="too-big", target={"model": LLAMA_70B}, gpu={"count": 1, "product": "H100-80GB"})
-    assert cli.main(["plan", str(write(tmp_path, document))]) == 1
+    assert commands.main(["plan", str(write(tmp_path, document))]) == 1
     assert "does not fit" in capsys.readouterr().out
 
 
@@ -455,7 +458,7 @@ def test_the_serving_verdict_is_its_active_variants():
 
 
 def test_plan_table_has_a_verdict_column_in_the_conditions_words(tmp_path, capsys):
-    assert cli.main(["plan", str(ladder_file(tmp_path))]) == 0
+    assert commands.main(["plan", str(ladder_file(tmp_path))]) == 0
     header, *rows = capsys.readouterr().out.splitlines()[1:5]
     assert header.split()[-1] == "VERDICT" and "FITS" not in header
     assert [row.split()[0] for row in rows] == ["int4", "*int8", "bf16"]
@@ -463,5 +466,5 @@ def test_plan_table_has_a_verdict_column_in_the_conditions_words(tmp_path, capsy
 
 
 def test_plan_table_ends_with_what_the_operator_does(tmp_path, capsys):
-    assert cli.main(["plan", str(ladder_file(tmp_path))]) == 0
+    assert commands.main(["plan", str(ladder_file(tmp_path))]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "MemoryBudget True/Fits: the operator applies it"

@@ -1,4 +1,4 @@
-"""reconciling.ServingQueue: servings marked by Kopf's handlers, reconciled in turn by a fixed set of workers."""
+"""workqueue.ServingQueue: servings marked by Kopf's handlers, reconciled in turn by a fixed set of workers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import kopf
 import pytest
 
-from specserve import reconciling
+from specserve.cluster import workqueue
 
 A, B = ("team", "a"), ("team", "b")
 
@@ -55,7 +55,7 @@ async def recorder():
 
 @pytest.fixture
 async def queue(recorder):
-    made = reconciling.ServingQueue(recorder, workers=4, error_delays=[0.05, 0.1])
+    made = workqueue.ServingQueue(recorder, workers=4, error_delays=[0.05, 0.1])
     yield made
     await made.stop()
 

@@ -4,18 +4,19 @@ import json
 
 import pytest
 
-from specserve import api, render
+from specserve import api
+from specserve.rendering import manifests
 from tests.helpers import minimal_spec
 
-OWNER = render.Owner(name="demo", namespace="llm", uid="1234-uid")
+OWNER = manifests.Owner(name="demo", namespace="llm", uid="1234-uid")
 
 
 def spec(**overrides):
     return api.SpeculativeServingSpec.model_validate(minimal_spec(**overrides))
 
 
-def objects(s=None, state=render.DecisionState(), options=render.RenderOptions()):
-    return render.render(OWNER, s or spec(), state, options)
+def objects(s=None, state=manifests.DecisionState(), options=manifests.RenderOptions()):
+    return manifests.render(OWNER, s or spec(), state, options)
 
 
 def by_kind(objs, kind):
@@ -40,7 +41,7 @@ def test_minimal_spec_renders_one_deployment_and_one_service():
 
 
 def test_every_object_is_owned_by_the_serving():
-    for obj in objects(spec(baseline={"replicas": 1}), options=render.RenderOptions(pod_monitor_api=True)):
+    for obj in objects(spec(baseline={"replicas": 1}), options=manifests.RenderOptions(pod_monitor_api=True)):
         (ref,) = obj["metadata"]["ownerReferences"]
         assert ref == {"apiVersion": "specserve.dev/v1alpha1", "kind": "SpeculativeServing", "name": "demo", "uid": "1234-uid", "controller": True, "blockOwnerDeletion": True}
         assert obj["metadata"]["namespace"] == "llm"
@@ -131,18 +132,18 @@ def test_obsolete_flags_are_never_rendered():
 
 
 def test_speculation_off_renders_no_speculative_config():
-    dep = objects(state=render.DecisionState(speculation=False))[0]
+    dep = objects(state=manifests.DecisionState(speculation=False))[0]
     assert speculative_config(dep) is None
     assert dep["spec"]["template"]["metadata"]["annotations"]["specserve.dev/speculation"] == "off"
 
 
 def test_a_decided_schedule_is_rendered_as_vllms_per_batch_size_ranges():
-    cfg = speculative_config(objects(state=render.DecisionState(schedule=((1, 8, 2), (9, 9, 0))))[0])
+    cfg = speculative_config(objects(state=manifests.DecisionState(schedule=((1, 8, 2), (9, 9, 0))))[0])
     assert (cfg["num_speculative_tokens"], cfg["num_speculative_tokens_per_batch_size"]) == (2, [[1, 8, 2], [9, 9, 0]])
 
 
 def test_a_decided_schedule_never_exceeds_the_specs_k():
-    cfg = speculative_config(objects(state=render.DecisionState(schedule=((1, 8, 9), (9, 9, 2))))[0])
+    cfg = speculative_config(objects(state=manifests.DecisionState(schedule=((1, 8, 9), (9, 9, 2))))[0])
     assert cfg["num_speculative_tokens_per_batch_size"] == [[1, 8, 4], [9, 9, 2]]
 
 
@@ -162,13 +163,13 @@ def test_first_variant_starts_active_by_default():
 
 
 def test_variant_switch_renders_the_other_checkpoint():
-    args = container(objects(spec(target=LADDER), state=render.DecisionState(variant="bf16"))[0])["args"]
+    args = container(objects(spec(target=LADDER), state=manifests.DecisionState(variant="bf16"))[0])["args"]
     assert args[0] == "org/base" and "--quantization" not in args
 
 
 def test_unknown_active_variant_is_a_render_error():
-    with pytest.raises(render.RenderError) as error:
-        objects(spec(target=LADDER), state=render.DecisionState(variant="fp4"))
+    with pytest.raises(manifests.RenderError) as error:
+        objects(spec(target=LADDER), state=manifests.DecisionState(variant="fp4"))
     assert error.value.reason == "UnknownVariant" and "int4, int8, bf16" in str(error.value)
 
 
@@ -188,10 +189,10 @@ def test_service_selects_both_roles():
 
 
 def test_pod_monitor_when_the_cluster_serves_it_or_the_spec_asks():
-    assert by_kind(objects(options=render.RenderOptions(pod_monitor_api=True)), "PodMonitor")
+    assert by_kind(objects(options=manifests.RenderOptions(pod_monitor_api=True)), "PodMonitor")
     assert not by_kind(objects(), "PodMonitor")
     assert by_kind(objects(spec(monitoring={"podMonitor": "Enabled"})), "PodMonitor")
-    assert not by_kind(objects(spec(monitoring={"podMonitor": "Disabled"}), options=render.RenderOptions(pod_monitor_api=True)), "PodMonitor")
+    assert not by_kind(objects(spec(monitoring={"podMonitor": "Disabled"}), options=manifests.RenderOptions(pod_monitor_api=True)), "PodMonitor")
 
 
 def test_pod_monitor_turns_pod_labels_into_serving_role_and_namespace():
@@ -215,7 +216,7 @@ def test_pvc_model_reference_is_mounted_and_passed_as_a_path():
 
 
 def test_unknown_gpu_product_is_a_render_error_naming_the_field():
-    with pytest.raises(render.RenderError, match="spec.gpu.product 'Z100'") as error:
+    with pytest.raises(manifests.RenderError, match="spec.gpu.product 'Z100'") as error:
         objects(spec(gpu={"product": "Z100"}))
     assert error.value.reason == "UnknownGPUProduct"
 
@@ -230,7 +231,7 @@ def test_unknown_gpu_product_is_a_render_error_naming_the_field():
     ],
 )
 def test_unusable_extra_args_are_render_errors(extra, fragment):
-    with pytest.raises(render.RenderError, match=fragment):
+    with pytest.raises(manifests.RenderError, match=fragment):
         objects(spec(engine={"extraArgs": extra}))
 
 

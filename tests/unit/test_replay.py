@@ -12,7 +12,9 @@ import sys
 import pytest
 import yaml
 
-from specserve import api, cli, replay
+from specserve import api
+from specserve.cli import commands
+from specserve.observation import replay
 from tests.helpers import EXAMPLES, ROOT, minimal_spec, serving
 
 SPEC = api.SpeculativeServingSpec.model_validate(minimal_spec())
@@ -100,7 +102,7 @@ def test_t_must_be_a_finite_number(t):
 def test_cli_refuses_bad_observations_in_one_line_exit_2(tmp_path, capsys):
     observations = tmp_path / "obs.jsonl"
     observations.write_text(line(0, 0.8) + "\n" + json.dumps({"t": 30, "p95_tpot": 0.03}) + "\n")
-    assert cli.main(["replay", str(EXAMPLES[0]), "--observations", str(observations)]) == 2
+    assert commands.main(["replay", str(EXAMPLES[0]), "--observations", str(observations)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"specserve replay: {observations}: line 2: unknown key 'p95_tpot'") and len(err.splitlines()) == 1
 
@@ -115,7 +117,7 @@ def test_cli_steps_only_to_variants_whose_memory_budget_fits(tmp_path, capsys):
     path.write_text(yaml.safe_dump(document))
     observations = tmp_path / "obs.jsonl"
     observations.write_text("\n".join([line(0, 0.80, variant="bf16")] + [line(30 * i, 0.60, variant="int8") for i in range(1, 5)]) + "\n")
-    assert cli.main(["replay", str(path), "--observations", str(observations)]) == 0
+    assert commands.main(["replay", str(path), "--observations", str(observations)]) == 0
     decisions = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert "switch_variant" not in [d["action"] for d in decisions]
     assert "but bf16 does not fit the GPU memory budget" in decisions[-1]["reason"]
@@ -258,7 +260,7 @@ def test_example_history_replays_every_decision_the_policy_makes():
 def test_example_history_has_only_keys_export_writes_in_its_order_and_all_of_the_first_waves():
     """The example predates issue 11's keys (per_position_acceptance, batch sizes, baseline P50 TPOT and P99 TTFT),
     which a line may leave out."""
-    from specserve import export
+    from specserve.observation import export
 
     for x in EXAMPLE_HISTORY.read_text().splitlines():
         keys = tuple(json.loads(x))

@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
-from specserve import api, render, vllm
-from specserve.cli import render_document
-from specserve.simulator import args, speculative
+from specserve import api
+from specserve.rendering import manifests
+from specserve.engine import vllm
+from specserve.cli.commands import render_document
+from specserve_simulator import args, speculative
 from tests.helpers import EXAMPLES, load_example
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
@@ -21,9 +23,9 @@ def rendered_args() -> list[Any]:
     for path in EXAMPLES:
         document = load_example(path)
         serving = api.SpeculativeServing.model_validate(document)
-        owner = render.Owner(document["metadata"]["name"], document["metadata"].get("namespace", "default"))
-        for state in (render.DecisionState(), render.DecisionState(speculation=False)):
-            for obj in render.render(owner, serving.spec, state):
+        owner = manifests.Owner(document["metadata"]["name"], document["metadata"].get("namespace", "default"))
+        for state in (manifests.DecisionState(), manifests.DecisionState(speculation=False)):
+            for obj in manifests.render(owner, serving.spec, state):
                 if obj["kind"] == "Deployment":
                     label = f"{path.stem}:{obj['metadata']['name']}:{'on' if state.speculation else 'off'}"
                     cases.append(pytest.param(obj["spec"]["template"]["spec"]["containers"][0]["args"], id=label))
@@ -49,7 +51,7 @@ def test_every_rendered_example_is_accepted(argv):
 
 
 def test_examples_render_the_speculative_config_the_simulator_reads():
-    objs = render_document(load_example(next(p for p in EXAMPLES if p.stem == "ngram-summarization")), render.RenderOptions())
+    objs = render_document(load_example(next(p for p in EXAMPLES if p.stem == "ngram-summarization")), manifests.RenderOptions())
     config = args.parse(objs[0]["spec"]["template"]["spec"]["containers"][0]["args"])
     assert config.model_name == "summarizer"
     assert config.speculation == speculative.Speculation("ngram", 5, per_batch_size=((1, 16, 5), (17, 17, 0)))

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from specserve import goodput
-from specserve.simulator import args
-from specserve.simulator.engine import Engine
-from specserve.simulator.records import RequestSpec
-from specserve.simulator.workload import Workload
+from specserve.decision import goodput
+from specserve_simulator import args
+from specserve_simulator.engine import Engine
+from specserve_simulator.records import RequestSpec
+from specserve_simulator.workload import Workload
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "gpu"
 FORCED = json.loads((FIXTURES / "speedup-forced-acceptance.json").read_text())

@@ -8,11 +8,11 @@ import statistics
 
 import pytest
 
-from specserve.simulator import args
-from specserve.simulator.acceptance import AcceptanceModel, conditional_rate, draw_accepted, expected_acceptance
-from specserve.simulator.engine import Engine
-from specserve.simulator.records import RequestSpec, StepReport
-from specserve.simulator.workload import Workload
+from specserve_simulator import args
+from specserve_simulator.acceptance import AcceptanceModel, conditional_rate, draw_accepted, expected_acceptance
+from specserve_simulator.engine import Engine
+from specserve_simulator.records import RequestSpec, StepReport
+from specserve_simulator.workload import Workload
 
 TARGET = "meta-llama/Llama-3.1-70B-Instruct"
 DRAFT = {"method": "draft_model", "model": "meta-llama/Llama-3.1-8B-Instruct", "num_speculative_tokens": 4}

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from specserve.simulator import args, speculative
+from specserve_simulator import args, speculative
 from tests.support import vllm_parser
 
 pytestmark = pytest.mark.vllm

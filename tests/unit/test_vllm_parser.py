@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from specserve import api, render
-from specserve.cli import render_document
+from specserve import api
+from specserve.engine import vllm
+from specserve.rendering import manifests
+from specserve.cli.commands import render_document
 from tests.helpers import EXAMPLES, load_example, minimal_spec
 from tests.support import vllm_parser
 
@@ -35,13 +37,13 @@ def vllm_installed():
 
 def all_deployments():
     for path in EXAMPLES:
-        for obj in render_document(load_example(path), render.RenderOptions()):
+        for obj in render_document(load_example(path), manifests.RenderOptions()):
             if obj["kind"] == "Deployment":
                 yield f"{path.name}:{obj['metadata']['name']}", obj
     for label, spec in SPECS.items():
         parsed = api.SpeculativeServingSpec.model_validate(spec)
-        for state in (render.DecisionState(), render.DecisionState(speculation=False)):
-            for obj in render.render(render.Owner("t", "default"), parsed, state):
+        for state in (manifests.DecisionState(), manifests.DecisionState(speculation=False)):
+            for obj in manifests.render(manifests.Owner("t", "default"), parsed, state):
                 if obj["kind"] == "Deployment":
                     yield f"{label}:{obj['metadata']['name']}:{'on' if state.speculation else 'off'}", obj
 
@@ -78,7 +80,7 @@ def test_quantization_and_kv_cache_dtype_are_known_to_vllm(case):
     assert namespace.kv_cache_dtype in vllm_parser.known_kv_cache_dtypes()
 
 
-@pytest.mark.parametrize("flag", sorted(__import__("specserve.vllm", fromlist=["OBSOLETE_FLAGS"]).OBSOLETE_FLAGS))
+@pytest.mark.parametrize("flag", sorted(vllm.OBSOLETE_FLAGS))
 def test_vllm_rejects_every_flag_specserve_calls_obsolete(flag):
     with pytest.raises(vllm_parser.Rejected):
         vllm_parser.parse_serve_args(["org/model", flag, "1"])

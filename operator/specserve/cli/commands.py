@@ -1,6 +1,6 @@
 """The `specserve` command: run the operator, print the CRD, render, plan, export or replay a SpeculativeServing, simulate vLLM.
 
-Thin wrappers over crd.py, render.py, planner.py, export.py, replay.py, simulator/ and controller.py; bad input is one line on stderr, exit 2.
+Thin wrappers over crd.py, manifests.py, planner.py, export.py, replay.py, simulator/ and reconcile.py; bad input is one line on stderr, exit 2.
 """
 
 from __future__ import annotations
@@ -16,11 +16,17 @@ from typing import TYPE_CHECKING, Any, Callable
 import pydantic
 import yaml
 
-from specserve import api, crd, inputs, kube, planner, render
+from specserve import api
+from specserve.api import crd
+from specserve.cli import inputs
+from specserve.cluster import kube
+from specserve.rendering import planner
+from specserve.rendering import manifests
 from specserve.settings import OperatorSettings
 
 if TYPE_CHECKING:
-    from specserve import export, metrics  # imported when used, so other commands need no Prometheus client
+    from specserve.observation import export
+    from specserve.observation import metrics
 
 REFUSED = 1  # exit code of `plan` and `render` when the operator would refuse a serving (its MemoryBudget verdict blocks)
 
@@ -93,20 +99,20 @@ def _run(args: argparse.Namespace) -> int:
     problem = kube.login_problem()
     if problem:  # Kopf would log a traceback and retry the login forever
         raise inputs.InputError(problem)
-    from specserve import controller  # imported here so `crd` and `render` need no Kopf start-up
+    from specserve.cluster import reconcile
 
     try:
-        controller.run(settings)
-    except controller.StartupError as error:
+        reconcile.run(settings)
+    except reconcile.StartupError as error:
         raise inputs.InputError(str(error)) from None
     return 0
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from specserve import replay
+    from specserve.observation import replay
 
     serving = _one_serving(args.file, "replay")
-    fitting = frozenset(planner.fitting_variants(serving.spec)) if serving.spec.target.variants else None  # as controller.act_on_health
+    fitting = frozenset(planner.fitting_variants(serving.spec)) if serving.spec.target.variants else None  # as reconcile.act_on_health
     try:
         with contextlib.nullcontext(sys.stdin) if str(args.observations) == "-" else args.observations.open() as lines:
             for decision in replay.replay(serving.spec, lines, fitting):
@@ -129,7 +135,7 @@ def _one_serving(path: Path, command: str) -> api.SpeculativeServing:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from specserve import plan_report
+    from specserve.cli import plan_table
 
     documents = inputs.load_servings(args.files)
     refused = False
@@ -139,7 +145,7 @@ def _plan(args: argparse.Namespace) -> int:
         if args.output == "json":
             print(json.dumps(plan_json(document, budget, verdict)))
         else:
-            sys.stdout.write(("\n" if number else "") + plan_report.report(document.key, budget))
+            sys.stdout.write(("\n" if number else "") + plan_table.report(document.key, budget))
         refused = _refuse_if_blocking("plan", document, verdict, "") or refused
     return REFUSED if refused else 0
 
@@ -151,8 +157,8 @@ def plan_json(document: inputs.Document, budget: planner.Plan, verdict: planner.
 
 
 def operator_plan(serving: api.SpeculativeServing) -> planner.Plan:
-    """The plan controller.reconcile judges a new serving by (planner.verdict of it): speculation as a fresh status starts, the spec's variant."""
-    return planner.plan(serving.spec, speculation=render.DecisionState().speculation)
+    """The plan reconcile.reconcile judges a new serving by (planner.verdict of it): speculation as a fresh status starts, the spec's variant."""
+    return planner.plan(serving.spec, speculation=manifests.DecisionState().speculation)
 
 
 def _refuse_if_blocking(command: str, document: inputs.Document, verdict: planner.Verdict, consequence: str) -> bool:
@@ -163,7 +169,8 @@ def _refuse_if_blocking(command: str, document: inputs.Document, verdict: planne
 
 
 def _export(args: argparse.Namespace) -> int:
-    from specserve import export, metrics
+    from specserve.observation import export
+    from specserve.observation import metrics
 
     serving = _one_serving(args.file, "export")
     span = _time_range(args, serving.spec.health_policy.interval_seconds)
@@ -181,7 +188,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _time_range(args: argparse.Namespace, interval_seconds: int) -> export.TimeRange:
-    from specserve import export
+    from specserve.observation import export
 
     now = time.time()
     try:
@@ -202,7 +209,7 @@ def _flag(flag: str, parse: Callable[..., Any], *values: Any) -> Any:
 
 
 def _metric_labels() -> metrics.Labels:
-    from specserve import metrics
+    from specserve.observation import metrics
 
     try:
         settings = OperatorSettings()
@@ -217,7 +224,7 @@ def _crd(_: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    options = render.RenderOptions(pod_monitor_api=args.pod_monitor_api)
+    options = manifests.RenderOptions(pod_monitor_api=args.pod_monitor_api)
     documents = inputs.load_servings(args.files)
     rendered: list[list[dict[str, Any]]] = []
     for document in documents:
@@ -237,19 +244,19 @@ def _render(args: argparse.Namespace) -> int:
     return REFUSED if refused else 0
 
 
-def render_document(document: Any, options: render.RenderOptions) -> list[dict[str, Any]]:
+def render_document(document: Any, options: manifests.RenderOptions) -> list[dict[str, Any]]:
     return render_serving(inputs.load_serving(document), options)
 
 
-def render_serving(serving: api.SpeculativeServing, options: render.RenderOptions) -> list[dict[str, Any]]:
+def render_serving(serving: api.SpeculativeServing, options: manifests.RenderOptions) -> list[dict[str, Any]]:
     """Every object the operator applies for a new serving (fresh decision state)."""
     meta = serving.metadata
-    owner = render.Owner(name=meta["name"], namespace=meta.get("namespace", "default"), uid=meta.get("uid", ""))
-    return render.render(owner, serving.spec, render.DecisionState(), options)
+    owner = manifests.Owner(name=meta["name"], namespace=meta.get("namespace", "default"), uid=meta.get("uid", ""))
+    return manifests.render(owner, serving.spec, manifests.DecisionState(), options)
 
 
 def _simulate(arguments: list[str]) -> int:
-    from specserve import simulator  # imported here so other commands need no aiohttp
+    import specserve_simulator as simulator  # imported here so other commands need no aiohttp
 
     return simulator.main(arguments, prog="specserve simulate")
 

@@ -13,7 +13,8 @@ from typing import Any
 import pydantic
 import yaml
 
-from specserve import api, render
+from specserve import api
+from specserve.rendering import manifests
 
 
 class InputError(Exception):
@@ -24,7 +25,7 @@ class InvalidServing(ValueError):
     """A YAML document that is not a SpeculativeServing the API server would admit (not a mapping, no usable name)."""
 
 
-INVALID = (pydantic.ValidationError, render.RenderError, InvalidServing)  # what one document can be refused for
+INVALID = (pydantic.ValidationError, manifests.RenderError, InvalidServing)  # what one document can be refused for
 
 
 @dataclass(frozen=True)

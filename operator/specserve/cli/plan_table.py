@@ -5,7 +5,7 @@ Pure formatting; the numbers and verdicts come from planner.py (the same planner
 
 from __future__ import annotations
 
-from specserve import planner
+from specserve.rendering import planner
 
 COLUMNS = ("VARIANT", "TARGET", "PRECISION", "TARGET GiB", "DRAFT GiB", "KV CACHE GiB", "SEQS@MAXLEN", "DRAFT/VRAM", "TARGET/GPU", "VERDICT")
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from specserve.render import SERVING_LABEL
+from specserve.rendering.manifests import SERVING_LABEL
 
 # The object itself is wrong (schema, admission): retrying the same object cannot help, a spec change may.
 REFUSING_STATUSES = frozenset({400, 404, 405, 413, 415, 422})

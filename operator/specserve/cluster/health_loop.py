@@ -16,8 +16,17 @@ from typing import Any
 import kopf
 import pydantic
 
-from specserve import api, applying, availability, health, indexes, kube, metrics, planner, render, servings
-from specserve.conditions import merge_conditions
+from specserve import api
+from specserve.cluster import applying
+from specserve.cluster import availability
+from specserve.decision import judgment
+from specserve.cluster import indexes
+from specserve.cluster import kube
+from specserve.observation import metrics
+from specserve.rendering import planner
+from specserve.rendering import manifests
+from specserve.cluster import servings
+from specserve.api.conditions import merge_conditions
 from specserve.telemetry import TELEMETRY
 
 LOG = logging.getLogger("specserve.health")
@@ -27,7 +36,7 @@ CONCURRENT_WRITES = 16  # status writes and applies in flight at once, so one sl
 class HealthLoop:
     """Judges every registered serving after each poll; writes status only when something worth saying changed."""
 
-    def __init__(self, poller: health.Poller, memo: kopf.Memo) -> None:
+    def __init__(self, poller: judgment.Poller, memo: kopf.Memo) -> None:
         self.poller, self.memo = poller, memo
         self.evaluated: dict[indexes.ServingKey, float] = {}  # when each was last judged, whether or not written
         self.cache: indexes.Cache | None = None
@@ -59,7 +68,7 @@ class HealthLoop:
                 continue
             await self.cycle(result)
 
-    async def cycle(self, result: health.PollResult) -> None:
+    async def cycle(self, result: judgment.PollResult) -> None:
         """Judge every member against one poll: a few judges take the members in turn (not a task each)."""
         members = iter(self.members())
 
@@ -79,7 +88,7 @@ class HealthLoop:
         for key in set(self.evaluated).difference(members):
             del self.evaluated[key]
 
-    async def judge(self, key: indexes.ServingKey, result: health.PollResult) -> None:
+    async def judge(self, key: indexes.ServingKey, result: judgment.PollResult) -> None:
         snapshot = self.cache.serving(*key) if self.cache is not None else None
         spec = _spec_of(snapshot)
         if snapshot is None or spec is None or not servings.accepted_as_is(snapshot):
@@ -94,7 +103,7 @@ class HealthLoop:
                 await apply_decision(snapshot, spec, servings.decision_state(spec, status), self.memo, "an earlier decision was recorded")
             if phase != "Ready" and never_judged(status) and key not in self.evaluated:
                 return  # a new serving whose pods are still starting: nothing serves, so nothing to judge or to say
-            if health.due(status, spec, now, self.evaluated.get(key)):
+            if judgment.due(status, spec, now, self.evaluated.get(key)):
                 self.evaluated[key] = now
                 await act_on_health(snapshot, spec, result, self.memo, LOG)
         except applying.API_UNREACHABLE as error:
@@ -141,20 +150,20 @@ def _spec_of(snapshot: dict[str, Any] | None) -> api.SpeculativeServingSpec | No
         return None
 
 
-async def act_on_health(body: dict[str, Any], spec: api.SpeculativeServingSpec, result: health.PollResult, memo: kopf.Memo, logger: logging.Logger) -> None:
+async def act_on_health(body: dict[str, Any], spec: api.SpeculativeServingSpec, result: judgment.PollResult, memo: kopf.Memo, logger: logging.Logger) -> None:
     """Record the decision in status first, then re-render: a restart in between resumes from status.
     A judgement that changes nothing worth saying (a hold, the same verdict on similar numbers) is not written."""
     meta = body["metadata"]
     client: kube.Kube = memo["kube"]
     fitting = frozenset(planner.fitting_variants(spec)) if spec.target.variants else None
     now = time.time()
-    outcome = health.evaluate(body, spec, result, now, fitting)
+    outcome = judgment.evaluate(body, spec, result, now, fitting)
     TELEMETRY.record_decision(meta["namespace"], meta["name"], outcome.decision.action)
     available = next((c["status"] == "True" for c in outcome.status["conditions"] if c["type"] == "MetricsAvailable"), None)
     effective = outcome.status.get("speculation", (body.get("status") or {}).get("speculation", "On"))
     TELEMETRY.set_serving(meta["namespace"], meta["name"], speculation=effective != "Off", metrics_available=available)
-    TELEMETRY.set_estimated_speedup(meta["namespace"], meta["name"], health.estimated_speedup(outcome))
-    if not health.worth_writing(body.get("status") or {}, outcome, now, spec):
+    TELEMETRY.set_estimated_speedup(meta["namespace"], meta["name"], judgment.estimated_speedup(outcome))
+    if not judgment.worth_writing(body.get("status") or {}, outcome, now, spec):
         return
 
     def build(latest: dict[str, Any]) -> dict[str, Any]:
@@ -183,17 +192,17 @@ def acting(memo: kopf.Memo, key: indexes.ServingKey) -> Iterator[None]:
         active.discard(key)
 
 
-async def apply_decision(body: dict[str, Any], spec: api.SpeculativeServingSpec, state: render.DecisionState, memo: kopf.Memo, what: str) -> None:
+async def apply_decision(body: dict[str, Any], spec: api.SpeculativeServingSpec, state: manifests.DecisionState, memo: kopf.Memo, what: str) -> None:
     """Apply what a recorded decision renders. If the API server does not take it, say so once per cause and
     leave the serving in memo["unapplied"]: the health loop tries again at each poll until it goes in."""
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
     unapplied: dict[indexes.ServingKey, str] = memo.setdefault("unapplied", {})
-    options = render.RenderOptions(pod_monitor_api=memo.get("pod_monitor_api", False))
+    options = manifests.RenderOptions(pod_monitor_api=memo.get("pod_monitor_api", False))
     with acting(memo, key):
         try:
-            await applying.apply_all(memo["kube"], render.render(servings.owner_of(body), spec, state, options), applying.ledger_of(memo))
-        except (applying.ApplyFailed, render.RenderError) as failure:
+            await applying.apply_all(memo["kube"], manifests.render(servings.owner_of(body), spec, state, options), applying.ledger_of(memo))
+        except (applying.ApplyFailed, manifests.RenderError) as failure:
             cause = str(failure)
             if unapplied.get(key) != cause:
                 progress = failure.progress() if isinstance(failure, applying.ApplyFailed) else "nothing applied"

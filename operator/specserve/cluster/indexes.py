@@ -17,9 +17,11 @@ import kopf
 from kopf._cogs.aiokits import aiotoggles
 from kopf._cogs.structs import references
 
-from specserve import api, kube, render
+from specserve import api
+from specserve.cluster import kube
+from specserve.rendering import manifests
 
-MANAGED = {render.MANAGED_BY_LABEL: render.MANAGER}
+MANAGED = {manifests.MANAGED_BY_LABEL: manifests.MANAGER}
 ServingKey = tuple[str, str]
 CONDITION_FIELDS = ("type", "status", "reason", "message")
 LOG = logging.getLogger("specserve.cache")
@@ -35,7 +37,7 @@ def summary(body: Mapping[str, Any]) -> dict[str, Any]:
             "namespace": meta.get("namespace"),
             "generation": meta.get("generation"),
             "resourceVersion": meta.get("resourceVersion"),
-            "annotations": {k: v for k, v in (meta.get("annotations") or {}).items() if k == render.RENDERED_HASH_ANNOTATION},
+            "annotations": {k: v for k, v in (meta.get("annotations") or {}).items() if k == manifests.RENDERED_HASH_ANNOTATION},
             "ownerReferences": [{"uid": ref.get("uid")} for ref in meta.get("ownerReferences") or []],
         },
     }
@@ -137,11 +139,11 @@ class Cache:
     def holds(self, obj: dict[str, Any]) -> bool:
         """Whether the watched live object carries the hash of exactly this rendered object."""
         meta = obj["metadata"]
-        wanted = (meta.get("annotations") or {}).get(render.RENDERED_HASH_ANNOTATION)
+        wanted = (meta.get("annotations") or {}).get(manifests.RENDERED_HASH_ANNOTATION)
         if wanted is None:
             return False
-        live = self.owned(meta["namespace"], (meta.get("labels") or {}).get(render.SERVING_LABEL, ""))
-        return any(o["kind"] == obj["kind"] and o["metadata"]["name"] == meta["name"] and o["metadata"]["annotations"].get(render.RENDERED_HASH_ANNOTATION) == wanted for o in live)
+        live = self.owned(meta["namespace"], (meta.get("labels") or {}).get(manifests.SERVING_LABEL, ""))
+        return any(o["kind"] == obj["kind"] and o["metadata"]["name"] == meta["name"] and o["metadata"]["annotations"].get(manifests.RENDERED_HASH_ANNOTATION) == wanted for o in live)
 
     def observe(self, type: str | None, body: Mapping[str, Any]) -> None:
         """Take a watch event (type None: Kopf's own listing) of a serving or of an object specserve manages."""
@@ -154,7 +156,7 @@ class Cache:
                 self.servings.put((namespace, name), name, compact(serving_snapshot(body)))
             return
         store = self.deployments if body.get("kind") == "Deployment" else self.services
-        serving = (meta.get("labels") or {}).get(render.SERVING_LABEL)
+        serving = (meta.get("labels") or {}).get(manifests.SERVING_LABEL)
         if type == "DELETED" or not serving:
             store.forget(namespace, name)
         else:

@@ -11,8 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from specserve import api, planner, render
-from specserve.servings import decision_state, owner_of
+from specserve import api
+from specserve.rendering import planner
+from specserve.rendering import manifests
+from specserve.cluster.servings import decision_state, owner_of
 
 REMEMBERED = 512  # versions kept; Kopf lists servings, Deployments and Services in the same name order, so the three
 # renders of one serving come close together, and 512 renderings (some 8 MB at 2 objects each) cover that distance
@@ -23,16 +25,16 @@ class Rendering:
     """A serving version's intent. Shared between callers: read it, never change it."""
 
     spec: api.SpeculativeServingSpec
-    state: render.DecisionState
+    state: manifests.DecisionState
     objects: list[dict[str, Any]]
     budget: planner.Verdict
 
 
 def rendering(serving: Mapping[str, Any], pod_monitor_api: bool) -> Rendering:
-    """Parse, decide and render one serving; raises pydantic.ValidationError or render.RenderError as render does."""
+    """Parse, decide and render one serving; raises pydantic.ValidationError or manifests.RenderError as render does."""
     spec = api.SpeculativeServingSpec.model_validate(serving.get("spec") or {})
     state = decision_state(spec, serving.get("status") or {})
-    objects = render.render(owner_of(serving), spec, state, render.RenderOptions(pod_monitor_api=pod_monitor_api))
+    objects = manifests.render(owner_of(serving), spec, state, manifests.RenderOptions(pod_monitor_api=pod_monitor_api))
     return Rendering(spec, state, objects, planner.verdict(planner.plan(spec, speculation=state.speculation)))
 
 

@@ -20,7 +20,8 @@ import kubernetes
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from specserve import api, render
+from specserve import api
+from specserve.rendering import manifests
 
 API_THREADS = 32  # blocking API calls in flight at once (asyncio's default pool has cores + 4 threads)
 APPLY = "application/apply-patch+yaml"
@@ -132,7 +133,7 @@ class Kube:
         """Server-side apply under specserve's own field manager; other owners' fields are left alone."""
         meta = obj["metadata"]
         path = Kind.of(obj).path(meta["namespace"], meta["name"])
-        return await self.call("PATCH", path, body=obj, content_type=APPLY, query=[("fieldManager", render.MANAGER), ("force", "true")])
+        return await self.call("PATCH", path, body=obj, content_type=APPLY, query=[("fieldManager", manifests.MANAGER), ("force", "true")])
 
     async def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
         try:

@@ -16,9 +16,20 @@ import pydantic
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
-from specserve import api, applying, availability, health, healthloop, indexes, kube, metrics, planner, reconciling, render, rendering
-from specserve.servings import decision_state, refused
-from specserve.conditions import condition, find as _find_condition, merge_conditions
+from specserve import api
+from specserve.cluster import applying
+from specserve.cluster import availability
+from specserve.decision import judgment
+from specserve.cluster import health_loop
+from specserve.cluster import indexes
+from specserve.cluster import kube
+from specserve.observation import metrics
+from specserve.rendering import planner
+from specserve.cluster import workqueue
+from specserve.rendering import manifests
+from specserve.cluster import intents
+from specserve.cluster.servings import decision_state, refused
+from specserve.api.conditions import condition, find as _find_condition, merge_conditions
 from specserve.settings import OperatorSettings
 from specserve.telemetry import TELEMETRY
 
@@ -44,15 +55,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     if "poller" not in memo:
         labels = metrics.Labels(operator_settings.namespace_label, operator_settings.serving_label, operator_settings.role_label)
         query = metrics.prometheus_query(operator_settings.prometheus_url, operator_settings.prometheus_timeout_seconds)
-        memo["poller"] = health.Poller(query, labels, operator_settings.poll_interval_seconds)
+        memo["poller"] = judgment.Poller(query, labels, operator_settings.poll_interval_seconds)
     memo["poller_task"] = asyncio.create_task(memo["poller"].run(), name="specserve-poller")
     if "health_loop" not in memo:
-        memo["health_loop"] = healthloop.HealthLoop(memo["poller"], memo)
+        memo["health_loop"] = health_loop.HealthLoop(memo["poller"], memo)
     memo["cache"] = indexes.Cache()
     # Made here, not on first use: each object's memo is a shallow copy of this one, made later.
-    memo["renderings"] = rendering.Renderings()
+    memo["renderings"] = intents.Renderings()
     memo.setdefault("ledger", applying.Ledger())
-    memo["reconciler"] = reconciling.ServingQueue(
+    memo["reconciler"] = workqueue.ServingQueue(
         lambda key, failures: reconcile_marked(key, failures, memo, settings), RECONCILES_AT_ONCE, settings.queueing.error_delays, name="reconcile"
     )
     started = time.monotonic()
@@ -76,7 +87,7 @@ def configure_kopf(settings: kopf.OperatorSettings, operator_settings: OperatorS
     # of objects held every body of the last 5 s (tens of MB at 2,000 servings) after it was handled.
     settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
     quiet_watch_handlers()
-    settings.posting.reporting_component = render.MANAGER
+    settings.posting.reporting_component = manifests.MANAGER
     # Only warnings of Kopf's object loggers become Events; the Events that explain (Applied, DriftReverted,
     # ScheduleChanged, ...) are posted on purpose. Kopf's per-handler "succeeded" lines cost an Event each.
     settings.posting.level = logging.WARNING
@@ -193,7 +204,7 @@ async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger, 
     client: kube.Kube = memo["kube"]
     try:
         intent = renderings_of(memo).of(body, memo.get("pod_monitor_api", False))
-    except (pydantic.ValidationError, render.RenderError) as error:
+    except (pydantic.ValidationError, manifests.RenderError) as error:
         reason = getattr(error, "reason", "InvalidSpec")
         return await _reject(client, body, reason, api.describe_error(error, prefix="spec."), cache=cache)
     spec, state, objects, budget = intent.spec, intent.state, intent.objects, intent.budget
@@ -257,7 +268,7 @@ async def _record_apply_failure(
     retry: int,
     memo: kopf.Memo,
     own: list[dict[str, Any]],
-    intent: tuple[api.SpeculativeServingSpec, render.DecisionState],
+    intent: tuple[api.SpeculativeServingSpec, manifests.DecisionState],
     cache: indexes.Cache,
 ) -> None:
     """An apply the API server did not take (quota, admission webhook down, overload): say which object and why
@@ -325,14 +336,14 @@ async def prune(client: kube.Kube, body: dict[str, Any], desired: list[dict[str,
     wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
     owned = [(kube.DEPLOYMENTS, d) for d in cache.deployments_of(meta["namespace"], meta["name"], meta.get("uid"))]
     if pod_monitor_api and not any(o["kind"] == "PodMonitor" for o in desired):
-        listed = await client.list(kube.POD_MONITORS, meta["namespace"], {render.SERVING_LABEL: meta["name"], **MANAGED})
+        listed = await client.list(kube.POD_MONITORS, meta["namespace"], {manifests.SERVING_LABEL: meta["name"], **MANAGED})
         owned += [(kube.POD_MONITORS, {**m, "kind": "PodMonitor"}) for m in listed if _owned_by(m, meta.get("uid"))]
     for kind, obj in owned:
         name = obj["metadata"]["name"]
         if (obj["kind"], name) in wanted:
             continue
         await client.delete(kind, meta["namespace"], name)
-        ledger.forget({"kind": obj["kind"], "metadata": {"namespace": meta["namespace"], "name": name, "labels": {render.SERVING_LABEL: meta["name"]}}})
+        ledger.forget({"kind": obj["kind"], "metadata": {"namespace": meta["namespace"], "name": name, "labels": {manifests.SERVING_LABEL: meta["name"]}}})
         kopf.event(body, type="Normal", reason="Pruned", message=f"deleted {obj['kind']}/{name}, which the spec no longer asks for")
 
 
@@ -350,7 +361,7 @@ async def owned_object_changed(type: str | None, body: kopf.Body, memo: kopf.Mem
     The listing at start-up (type None) is checked too: what was edited while no operator ran is put back."""
     memo["cache"].observe(type, body)
     labels = body["metadata"].get("labels", {})
-    owner_name = labels.get(render.SERVING_LABEL)
+    owner_name = labels.get(manifests.SERVING_LABEL)
     if not owner_name:
         return
     try:
@@ -364,15 +375,15 @@ async def _keep_as_rendered(type: str | None, body: dict[str, Any], memo: kopf.M
     client: kube.Kube = memo["kube"]
     ledger = applying.ledger_of(memo)
     meta = body["metadata"]
-    serving = cache.serving(meta["namespace"], meta["labels"][render.SERVING_LABEL])
+    serving = cache.serving(meta["namespace"], meta["labels"][manifests.SERVING_LABEL])
     wanted = _wanted(serving, body, memo)
     # While the health loop applies a decision it has just recorded, the difference is its apply under way,
     # not drift to revert; availability is still followed.
-    acting = (meta["namespace"], meta["labels"][render.SERVING_LABEL]) in memo.get("acting", set())
+    acting = (meta["namespace"], meta["labels"][manifests.SERVING_LABEL]) in memo.get("acting", set())
     if wanted is not None and not acting and (type == "DELETED" or not is_subset(wanted[3], body)):
         # The watches may be behind (a stale event, a decision just recorded): judge with the serving and the
         # object as the API server holds them now. Only this rare path reads from the API server.
-        serving = await client.get(kube.SERVINGS, meta["namespace"], meta["labels"][render.SERVING_LABEL])
+        serving = await client.get(kube.SERVINGS, meta["namespace"], meta["labels"][manifests.SERVING_LABEL])
         wanted = _wanted(serving, body, memo)
         if wanted is not None:
             current = await client.get(kube.Kind.of(wanted[3]), meta["namespace"], meta["name"])
@@ -406,7 +417,7 @@ async def _restore(
 
 def _wanted(
     serving: dict[str, Any] | None, live: dict[str, Any], memo: kopf.Memo
-) -> tuple[dict[str, Any], api.SpeculativeServingSpec, render.DecisionState, dict[str, Any]] | None:
+) -> tuple[dict[str, Any], api.SpeculativeServingSpec, manifests.DecisionState, dict[str, Any]] | None:
     """The owning serving and what it renders for this live object, or None when specserve does not keep it
     now: the serving is gone or going, refused, or no longer asks for the object."""
     if serving is None or serving["metadata"].get("deletionTimestamp") or not _owned_by(live, serving["metadata"].get("uid")):
@@ -415,7 +426,7 @@ def _wanted(
         return None  # a spec the serving's own handler refused: its previous objects are left as they are
     try:
         intent = renderings_of(memo).of(serving, memo.get("pod_monitor_api", False))
-    except (pydantic.ValidationError, render.RenderError):
+    except (pydantic.ValidationError, manifests.RenderError):
         return None
     if intent.budget.blocking:
         return None  # reconcile refuses it too, perhaps not yet recorded
@@ -423,15 +434,15 @@ def _wanted(
     return None if wanted is None else (serving, intent.spec, intent.state, wanted)
 
 
-def renderings_of(memo: kopf.Memo) -> rendering.Renderings:
+def renderings_of(memo: kopf.Memo) -> intents.Renderings:
     """The operator's remembered renderings (configure makes them; a handler called without it gets its own)."""
     renderings = memo.get("renderings")
     if renderings is None:
-        renderings = memo["renderings"] = rendering.Renderings()
+        renderings = memo["renderings"] = intents.Renderings()
     return renderings
 
 
-async def refresh_availability(client: kube.Kube, serving: dict[str, Any], spec: api.SpeculativeServingSpec, state: render.DecisionState, cache: indexes.Cache) -> None:
+async def refresh_availability(client: kube.Kube, serving: dict[str, Any], spec: api.SpeculativeServingSpec, state: manifests.DecisionState, cache: indexes.Cache) -> None:
     """Follow the Deployments' availability into status; written only when something changed."""
     meta = serving["metadata"]
 
@@ -451,7 +462,7 @@ async def refresh_availability(client: kube.Kube, serving: dict[str, Any], spec:
 
 class AvailabilityFollower:
     """Follows Deployment availability into status beside the event handlers. A Deployment event only marks its
-    serving; a few writers take the marked servings in turn (a reconciling.ServingQueue) and judge each from the
+    serving; a few writers take the marked servings in turn (a workqueue.ServingQueue) and judge each from the
     watches as they are at that moment. A serving marked again before its turn is written once, so a burst of
     Deployment status updates (created, scaled, pods ready) costs one status write per actual change, and an event
     handler does not wait for the API server. A failure is not tried again here: the health loop writes the phase
@@ -459,7 +470,7 @@ class AvailabilityFollower:
 
     def __init__(self, client: kube.Kube, cache: indexes.Cache, writers: int = AVAILABILITY_WRITERS) -> None:
         self.client, self.cache = client, cache
-        self.queue = reconciling.ServingQueue(self._follow_once, writers, error_delays=(), name="availability")
+        self.queue = workqueue.ServingQueue(self._follow_once, writers, error_delays=(), name="availability")
 
     def mark(self, key: indexes.ServingKey) -> None:
         self.queue.mark(key)
@@ -535,7 +546,7 @@ def forgotten_variant(spec: api.SpeculativeServingSpec, status: dict[str, Any]) 
     declared = [v.name for v in spec.target.variants]
     if chosen is None or chosen in declared:
         return None
-    instead = f"variant {health.intended_variant(spec)!r}" if declared else "spec.target.model"
+    instead = f"variant {judgment.intended_variant(spec)!r}" if declared else "spec.target.model"
     listed = f"spec.target.variants ({', '.join(declared)})" if declared else "spec.target.variants (now empty)"
     return f"status.activeVariant {chosen!r}, chosen earlier by the health loop, is no longer among {listed}; serving {instead} instead"
 
@@ -545,7 +556,7 @@ def serving_status(
     deployments: list[dict[str, Any]],
     generation: int | None,
     own: list[dict[str, Any]],
-    state: render.DecisionState,
+    state: manifests.DecisionState,
     spec: api.SpeculativeServingSpec,
 ) -> dict[str, Any]:
     """Status fields derived from the Deployments' own status: Ready, Progressing, phase and the effective state."""
@@ -560,10 +571,10 @@ def serving_status(
         "phase": found.phase,
         "conditions": merge_conditions(status.get("conditions") or [], now_conditions),
         "speculation": "On" if state.speculation else "Off",
-        "activeVariant": render.resolve_target(spec, state).variant,
-        "effectiveNumSpeculativeTokens": max(k for _, _, k in render.ranges(spec, state)) if state.speculation else 0,
-        "scheduleSummary": render.schedule_summary(spec, state),
-        "health": {"specActiveVariant": health.intended_variant(spec)},  # merged into status.health
+        "activeVariant": manifests.resolve_target(spec, state).variant,
+        "effectiveNumSpeculativeTokens": max(k for _, _, k in manifests.ranges(spec, state)) if state.speculation else 0,
+        "scheduleSummary": manifests.schedule_summary(spec, state),
+        "health": {"specActiveVariant": judgment.intended_variant(spec)},  # merged into status.health
     }
 
 

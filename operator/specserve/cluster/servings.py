@@ -7,19 +7,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from specserve import api, health, render
-from specserve.conditions import find
+from specserve import api
+from specserve.decision import judgment
+from specserve.rendering import manifests
+from specserve.api.conditions import find
 
 
-def owner_of(body: dict[str, Any]) -> render.Owner:
+def owner_of(body: dict[str, Any]) -> manifests.Owner:
     meta = body["metadata"]
-    return render.Owner(name=meta["name"], namespace=meta["namespace"], uid=meta.get("uid", ""))
+    return manifests.Owner(name=meta["name"], namespace=meta["namespace"], uid=meta.get("uid", ""))
 
 
-def decision_state(spec: api.SpeculativeServingSpec, status: dict[str, Any]) -> render.DecisionState:
+def decision_state(spec: api.SpeculativeServingSpec, status: dict[str, Any]) -> manifests.DecisionState:
     """The health loop's decisions, read back from status; a variant no longer declared falls back to the spec's."""
-    state = health.state_from_status(spec, status)
-    return render.DecisionState(speculation=state.speculation, variant=state.variant, schedule=state.schedule)
+    state = judgment.state_from_status(spec, status)
+    return manifests.DecisionState(speculation=state.speculation, variant=state.variant, schedule=state.schedule)
 
 
 def refused(serving: dict[str, Any]) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 
 import kopf
 
-from specserve.indexes import ServingKey
+from specserve.cluster.indexes import ServingKey
 
 LOG = logging.getLogger("specserve.reconciling")
 

@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 import yaml
 
-from specserve import api, catalog
+from specserve import api
+from specserve import catalog
 
 Evidence = Literal["measured", "learned", "prior"]
 EVIDENCE_ORDER: tuple[Evidence, ...] = ("measured", "learned", "prior")  # strongest first

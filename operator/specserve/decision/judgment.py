@@ -12,8 +12,12 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
-from specserve import api, evidence, metrics, policy, render
-from specserve.conditions import condition
+from specserve import api
+from specserve.decision import evidence
+from specserve.observation import metrics
+from specserve.decision import policy
+from specserve.rendering import manifests
+from specserve.api.conditions import condition
 from specserve.telemetry import TELEMETRY
 
 LOG = logging.getLogger("specserve.health")
@@ -84,7 +88,7 @@ class Outcome:
     enforced: bool
     status: dict[str, Any]
     event: tuple[str, str, str] | None  # type, reason, message
-    render_state: render.DecisionState | None  # set when Deployments must be re-rendered
+    render_state: manifests.DecisionState | None  # set when Deployments must be re-rendered
 
 
 def due(status: dict[str, Any], spec: api.SpeculativeServingSpec, now: float, evaluated: float | None = None) -> bool:
@@ -179,12 +183,12 @@ def evaluate(body: dict[str, Any], spec: api.SpeculativeServingSpec, result: Pol
         patch["decisions"] = (decisions + [record])[-MAX_DECISIONS:]
     render_state = None
     if enforced and decision.changes:
-        render_state = render.DecisionState(speculation=kept.speculation, variant=kept.variant, schedule=kept.schedule)
+        render_state = manifests.DecisionState(speculation=kept.speculation, variant=kept.variant, schedule=kept.schedule)
         patch["speculation"] = "On" if kept.speculation else "Off"
         patch["activeVariant"] = kept.variant
         patch["schedule"] = [list(r) for r in kept.schedule] if kept.schedule else None
-        patch["scheduleSummary"] = render.schedule_summary(spec, render_state)
-        patch["effectiveNumSpeculativeTokens"] = max(k for _, _, k in render.ranges(spec, render_state)) if kept.speculation else 0
+        patch["scheduleSummary"] = manifests.schedule_summary(spec, render_state)
+        patch["effectiveNumSpeculativeTokens"] = max(k for _, _, k in manifests.ranges(spec, render_state)) if kept.speculation else 0
     return Outcome(decision, enforced, patch, _event(status, decision, enforced), render_state)
 
 
@@ -214,8 +218,8 @@ def with_k_in_force(observation: policy.Observation, state: policy.State, setup:
 def observe(result: PollResult, window: int, namespace: str, name: str, variant: str | None) -> tuple[policy.Observation, metrics.RoleMetrics | None]:
     if isinstance(result, metrics.MetricsError):
         return policy.Observation(error=str(result)), None
-    spec_role = result.role(window, namespace, name, render.ROLE_SPECULATIVE)
-    baseline = result.role(window, namespace, name, render.ROLE_BASELINE)
+    spec_role = result.role(window, namespace, name, manifests.ROLE_SPECULATIVE)
+    baseline = result.role(window, namespace, name, manifests.ROLE_BASELINE)
     baseline_numbers = {
         "baseline_p99_tpot": baseline.p99_tpot if baseline else None,
         "baseline_p50_tpot": baseline.p50_tpot if baseline else None,

@@ -12,7 +12,10 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from specserve import api, evidence, goodput, vllm
+from specserve import api
+from specserve.decision import evidence
+from specserve.decision import goodput
+from specserve.engine import vllm
 
 Action = Literal["hold", "keep", "disable_speculation", "switch_variant", "enable_speculation", "set_schedule"]
 CHANGES: frozenset[str] = frozenset({"disable_speculation", "switch_variant", "enable_speculation", "set_schedule"})

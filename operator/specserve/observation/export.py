@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from specserve import metrics, render, replay
+from specserve.observation import metrics
+from specserve.rendering import manifests
+from specserve.observation import replay
 
 # Observation fields filled from the speculative role's series of the poller's query of the same name.
 EXPORTED = ("acceptance_rate", "draft_tokens", "p50_tpot", "p99_tpot", "p99_ttft", "request_rate")
 BASELINE = {"p50_tpot": "baseline_p50_tpot", "p99_tpot": "baseline_p99_tpot", "p99_ttft": "baseline_p99_ttft"}  # query -> key, baseline role
-BATCH_SIZE = {render.ROLE_SPECULATIVE: "batch_size", render.ROLE_BASELINE: "baseline_batch_size"}  # role -> key, the running query's mean per replica
+BATCH_SIZE = {manifests.ROLE_SPECULATIVE: "batch_size", manifests.ROLE_BASELINE: "baseline_batch_size"}  # role -> key, the running query's mean per replica
 QUERIED = (*EXPORTED, "per_position_acceptance", "running")  # the poller's queries export runs
 # What a replay line may hold, in its order; k (in effect during the window) is not in Prometheus, and a line without it means "not known".
 LINE_KEYS = tuple(key for key in replay.KEYS if key != "k")
@@ -114,9 +116,9 @@ def _key(field: str, metric: dict[str, str], labels: metrics.Labels) -> str | No
     role = metric.get(labels.role)
     if field == "running":  # the mean per replica is the batch size; the sum is no line key
         return BATCH_SIZE.get(role) if metric.get("stat") == "mean" else None
-    if role == render.ROLE_SPECULATIVE:
+    if role == manifests.ROLE_SPECULATIVE:
         return field
-    return BASELINE.get(field) if role == render.ROLE_BASELINE else None
+    return BASELINE.get(field) if role == manifests.ROLE_BASELINE else None
 
 
 def _fill(lines: list[dict[str, Any]], span: TimeRange, serving: Serving, field: str, series: dict[str, Any], labels: metrics.Labels) -> None:
@@ -129,7 +131,7 @@ def _fill(lines: list[dict[str, Any]], span: TimeRange, serving: Serving, field:
 
 def _fill_positions(positions: list[dict[int, float]], span: TimeRange, serving: Serving, series: dict[str, Any], labels: metrics.Labels) -> None:
     metric = series.get("metric", {})
-    if not _ours(series, serving, labels) or metric.get(labels.role) != render.ROLE_SPECULATIVE or not str(metric.get("position", "")).isdigit():
+    if not _ours(series, serving, labels) or metric.get(labels.role) != manifests.ROLE_SPECULATIVE or not str(metric.get("position", "")).isdigit():
         return
     for index, value in _points(series, span, len(positions)):
         if value is not None:

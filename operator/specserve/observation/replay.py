@@ -11,7 +11,9 @@ import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from specserve import api, health, policy
+from specserve import api
+from specserve.decision import judgment
+from specserve.decision import policy
 
 FIELDS = ("acceptance_rate", "draft_tokens", "p50_tpot", "p99_tpot", "baseline_p99_tpot", "p99_ttft", "request_rate")  # numbers or null
 BATCH_SIZES = ("batch_size", "baseline_batch_size")  # running requests per replica: numbers >= 0 or null
@@ -38,7 +40,7 @@ def replay(spec: api.SpeculativeServingSpec, lines: Iterable[str], fitting: froz
         if previous is not None and t <= previous[1]:
             raise ReplayError(f"line {number}: t {t:g} is not after line {previous[0]}'s t {previous[1]:g}: observations must be in increasing time order")
         previous = (number, t)
-        setup = policy.setup_for(spec, health.variant_model(spec, state.variant))
+        setup = policy.setup_for(spec, judgment.variant_model(spec, state.variant))
         decision = policy.decide(state, observation, spec.health_policy, t, ladder, setup)
         state = decision.state
         yield {

@@ -10,7 +10,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from specserve import api, catalog, evidence, vllm
+from specserve import api
+from specserve import catalog
+from specserve.decision import evidence
+from specserve.engine import vllm
 
 MANAGER = "specserve"
 ROLE_SPECULATIVE = "speculative"

@@ -10,7 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from specserve import api, catalog
+from specserve import api
+from specserve import catalog
 
 GIB = 2**30
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from prometheus_api_client import PrometheusConnect
 
-from specserve import vllm
+from specserve.engine import vllm
 
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 OS_ERROR = re.compile(r"\[Errno -?\d+\] ([^\"')]+)")
