@@ -12,11 +12,11 @@ from typing import Any
 import kopf
 
 from specserve import api
-from specserve.cluster import reconcile
+from specserve.cluster import lifecycle
 from specserve.cluster import indexes
 from specserve.settings import OperatorSettings
 
-# Its own registry: importing specserve.controller registers the operator's real handlers in Kopf's default one.
+# Its own registry: importing specserve.cluster.lifecycle registers the operator's real handlers in Kopf's default one.
 REGISTRY = kopf.OperatorRegistry()
 
 
@@ -27,7 +27,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.startup(registry=REGISTRY)
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    reconcile.configure_kopf(settings, OperatorSettings())  # the operator's own, not a copy of them
+    lifecycle.configure_kopf(settings, OperatorSettings())  # the operator's own, not a copy of them
 
 
 @kopf.on.resume(api.GROUP, api.VERSION, api.PLURAL, registry=REGISTRY)

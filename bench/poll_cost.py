@@ -1,7 +1,7 @@
 """Benchmark (b): poll-cycle cost at 10, 100 and 1,000 SpeculativeServings against a real Prometheus.
 
 Per size: queries per cycle, poll wall time, evaluation time for every serving, and the RSS of an operator-like
-process (specserve.controller imported, N serving bodies held) measured beside an idle one in the same run.
+process (specserve.cluster.lifecycle imported, N serving bodies held) measured beside an idle one in the same run.
 With --recorded, Prometheus also evaluates the chart's recording rules and the poll reads them (300 s window),
 measured beside the raw poll in the same run, with what the rule groups cost Prometheus meanwhile (each
 evaluation's duration, missed iterations, Prometheus's CPU). --rules-before REF first measures the rules of
@@ -42,7 +42,7 @@ def measure(prometheus_url: str, servings: int, cycles: int, window: int = WINDO
     `compare_at_once` ("1,4"): each cycle also polls with these numbers of queries in flight, one after another,
     so they meet the same Prometheus at nearly the same moment (side by side); the main figures are the operator's.
     Then one poll each under tracemalloc: the most memory the poll held at once (its answers being parsed)."""
-    import specserve.cluster.reconcile  # noqa: F401  (what the operator process holds)
+    import specserve.cluster.lifecycle  # noqa: F401  (what the operator process holds)
     from specserve import api
     from specserve.decision import judgment
     from specserve.observation import metrics

@@ -16,7 +16,7 @@ from tests.install.tools import find, one, render_chart
 Grant = dict[tuple[str, str], set[str]]
 READ_WRITE = {"get", "list", "watch", "create", "patch", "delete"}
 
-# What the operator itself calls in a watched namespace (controller.py and kube.py).
+# What the operator itself calls in a watched namespace (cluster/ and cluster/kube.py).
 NAMESPACED: Grant = {
     (kube.SERVINGS.group, kube.SERVINGS.plural): {"get", "list", "watch", "patch"},  # Kopf watches and patches annotations
     (kube.SERVINGS.group, kube.SERVINGS.plural + "/status"): {"get", "patch"},

@@ -19,7 +19,7 @@ import kopf
 import pytest
 import yaml
 
-import specserve.cluster.reconcile  # noqa: F401  (registers the handlers in Kopf's default registry)
+import specserve.cluster.lifecycle  # noqa: F401  (registers the handlers in Kopf's default registry)
 from specserve import api
 from specserve.settings import OperatorSettings
 from tests.integration.emulator import SpecServeEmulator

@@ -163,7 +163,7 @@ TOO_BIG = {
     "engine": {"maxModelLen": 16384},
 }
 FITS = {"gpu": {"count": 1, "product": "H100-80GB"}, "engine": {"maxModelLen": 16384}}
-# The MemoryBudget verdict each spec gets; only DoesNotFit makes controller.reconcile refuse (Accepted=False, MemoryBudgetExceeded).
+# The MemoryBudget verdict each spec gets; only DoesNotFit makes reconcile.reconcile refuse (Accepted=False, MemoryBudgetExceeded).
 VERDICT_CASES = {
     "DoesNotFit": TOO_BIG,
     "CannotJudge": {},  # no GPU product or memory
@@ -190,7 +190,7 @@ def rendered_names(out: str) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("verdict", list(VERDICT_CASES))
 def test_plan_and_render_exit_1_exactly_when_the_operator_refuses(verdict: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     document = serving(name="s", namespace="ns", **VERDICT_CASES[verdict])
-    operator_refuses = planner.verdict(planner.plan(api.SpeculativeServingSpec.model_validate(document["spec"]))).blocking  # controller.reconcile's rule
+    operator_refuses = planner.verdict(planner.plan(api.SpeculativeServingSpec.model_validate(document["spec"]))).blocking  # reconcile.reconcile's rule
     assert operator_refuses == (verdict == "DoesNotFit")
     path = servings_file(tmp_path, "s.yaml", document)
     expected = commands.REFUSED if operator_refuses else 0

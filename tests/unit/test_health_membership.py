@@ -9,7 +9,7 @@ import kopf
 from kopf._cogs.aiokits import aiotoggles
 
 from specserve.decision import judgment
-from specserve.cluster import health_loop
+from specserve.cluster import availability, health_loop
 from specserve.cluster import indexes
 from specserve.observation import metrics
 from tests.helpers import serving
@@ -97,7 +97,6 @@ def test_a_new_serving_is_judged_once_its_deployment_is_available():
 
 def test_availability_is_not_written_before_reconcile_recorded_the_serving():
     from specserve import api
-    from specserve.cluster import reconcile
     from specserve.rendering import manifests
 
     body = snapshot("a")
@@ -105,20 +104,19 @@ def test_availability_is_not_written_before_reconcile_recorded_the_serving():
     kube = RecordingKube()
     cache = indexes.Cache({("team", "a"): [indexes.compact(body)]}, {("team", "a"): [available_deployment("a")]}, {})
     spec = api.SpeculativeServingSpec.model_validate(body["spec"])
-    asyncio.run(reconcile.refresh_availability(kube, body, spec, manifests.DecisionState(), cache))
+    asyncio.run(availability.refresh_availability(kube, body, spec, manifests.DecisionState(), cache))
     assert kube.written == [("team", "a")] and kube.last is None
 
 
 def test_availability_is_written_once_reconcile_recorded_the_serving():
     from specserve import api
-    from specserve.cluster import reconcile
     from specserve.rendering import manifests
 
     body = snapshot("a")
     kube = RecordingKube()
     cache = indexes.Cache({("team", "a"): [indexes.compact(body)]}, {("team", "a"): [available_deployment("a")]}, {})
     spec = api.SpeculativeServingSpec.model_validate(body["spec"])
-    asyncio.run(reconcile.refresh_availability(kube, body, spec, manifests.DecisionState(), cache))
+    asyncio.run(availability.refresh_availability(kube, body, spec, manifests.DecisionState(), cache))
     assert kube.last["phase"] == "Ready"
 
 

@@ -1,6 +1,6 @@
 """The `specserve` command: run the operator, print the CRD, render, plan, export or replay a SpeculativeServing, simulate vLLM.
 
-Thin wrappers over crd.py, manifests.py, planner.py, export.py, replay.py, simulator/ and reconcile.py; bad input is one line on stderr, exit 2.
+Thin wrappers over crd.py, manifests.py, planner.py, export.py, replay.py, the simulator and cluster/lifecycle.py; bad input is one line on stderr, exit 2.
 """
 
 from __future__ import annotations
@@ -99,11 +99,11 @@ def _run(args: argparse.Namespace) -> int:
     problem = kube.login_problem()
     if problem:  # Kopf would log a traceback and retry the login forever
         raise inputs.InputError(problem)
-    from specserve.cluster import reconcile
+    from specserve.cluster import lifecycle
 
     try:
-        reconcile.run(settings)
-    except reconcile.StartupError as error:
+        lifecycle.run(settings)
+    except lifecycle.StartupError as error:
         raise inputs.InputError(str(error)) from None
     return 0
 
@@ -112,7 +112,7 @@ def _replay(args: argparse.Namespace) -> int:
     from specserve.observation import replay
 
     serving = _one_serving(args.file, "replay")
-    fitting = frozenset(planner.fitting_variants(serving.spec)) if serving.spec.target.variants else None  # as reconcile.act_on_health
+    fitting = frozenset(planner.fitting_variants(serving.spec)) if serving.spec.target.variants else None  # as health_loop.act_on_health
     try:
         with contextlib.nullcontext(sys.stdin) if str(args.observations) == "-" else args.observations.open() as lines:
             for decision in replay.replay(serving.spec, lines, fitting):

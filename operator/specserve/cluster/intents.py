@@ -7,7 +7,7 @@ each object it owns (the drift check of Kopf's listing); the version is the reso
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,3 +63,11 @@ class Renderings:
         if len(self._kept) > self.size:
             self._kept.popitem(last=False)
         return found
+
+
+def renderings_of(memo: MutableMapping[str, Any]) -> Renderings:
+    """The operator's remembered renderings (configure makes them; a handler called without it gets its own)."""
+    renderings = memo.get("renderings")
+    if renderings is None:
+        renderings = memo["renderings"] = Renderings()
+    return renderings

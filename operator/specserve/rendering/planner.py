@@ -449,7 +449,7 @@ def _judge_pairing(target: _Weights, proposer: _Proposer, notes: _Notes) -> None
 
 
 VERDICTS = ("Fits", "FitsWithWarnings", "CannotJudge", "DoesNotFit")  # the MemoryBudget condition's reasons
-REFUSED_REASON = "MemoryBudgetExceeded"  # Accepted=False reason when a verdict blocks (controller.reconcile)
+REFUSED_REASON = "MemoryBudgetExceeded"  # Accepted=False reason when a verdict blocks (reconcile.reconcile)
 
 
 @dataclass(frozen=True)
