@@ -45,7 +45,7 @@ def measure(prometheus_url: str, servings: int, cycles: int, window: int = WINDO
     import specserve.cluster.lifecycle  # noqa: F401  (what the operator process holds)
     from specserve import api
     from specserve.decision import judgment
-    from specserve.observation import metrics
+    from specserve.observation import metrics, readings
 
     if recorded and recorded != "all":
         fields = recorded.split(",")
@@ -61,7 +61,7 @@ def measure(prometheus_url: str, servings: int, cycles: int, window: int = WINDO
         poll = metrics.poll(query, {window}, recorded=bool(recorded)) if servings else metrics.Poll({}, 0, 0.0)
         polls.append(poll)
         started = time.perf_counter()
-        outcomes = [judgment.evaluate(body, spec, poll, time.time()) for body in bodies]
+        outcomes = [judgment.evaluate(body, spec, readings.observe(poll, window, body["metadata"]["namespace"], body["metadata"]["name"]), time.time()) for body in bodies]
         evaluations.append(time.perf_counter() - started)
         found = sum(1 for o in outcomes if o.decision.action != "hold")
     traced: dict[str, float] = {}
@@ -205,7 +205,7 @@ def run(sizes: list[int], cycles: int, recorded: bool = False, rules_before: str
     """fill_seconds: how long Prometheus scrapes before a recorded measurement (default: the 300 s window and 15 s).
     compare_at_once: see measure; done in each phase's first poll (the recorded one when there are rules).
     recorded_only: skip the raw polls beside the rules (at 5,000 servings they take minutes each)."""
-    from specserve.observation import metrics
+    from specserve.observation import metrics, readings
     from tests.support.prometheus import Prometheus, Target, free_port
 
     phases: list[tuple[str, list[dict] | None, str]] = [("current", None, "")]

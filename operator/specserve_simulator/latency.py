@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from specserve.decision import goodput
+from specserve.decision import calibration
+from specserve.decision import proposers
 from specserve_simulator import sizing
 from specserve_simulator.args import ServeConfig
 
@@ -53,7 +55,7 @@ class StepCost:
 
     hardware: Hardware
     target: Model
-    proposer: goodput.Proposer | None = None
+    proposer: proposers.Proposer | None = None
     draft: Model | None = None  # the draft model or the EAGLE/MTP head: it prefills every prompt too
 
     @classmethod
@@ -67,18 +69,18 @@ class StepCost:
         if spec is None:
             return cls(hardware, target)
         method = GOODPUT_METHOD.get(spec.method, spec.method)
-        target_size = goodput.ModelSize(params, tensor_parallel_size=tp)
+        target_size = calibration.ModelSize(params, tensor_parallel_size=tp)
         if spec.proposer == "ngram":
-            return cls(hardware, target, goodput.proposer_for(method, target_size))
+            return cls(hardware, target, proposers.proposer_for(method, target_size))
         if spec.proposer == "head":
             head_params = HEAD_PARAMS_SHARE * params + HEAD_PARAMS_FIXED_B
             head = Model(head_params, sizing.weight_bytes(head_params, target_precision), target.kv_bytes_per_token * HEAD_KV_SHARE, tp)
-            return cls(hardware, target, goodput.proposer_for(method, target_size, goodput.ModelSize(head_params, 1, tp)), head)
+            return cls(hardware, target, proposers.proposer_for(method, target_size, calibration.ModelSize(head_params, 1, tp)), head)
         draft_params = sizing.params_billions(spec.model, params / 10)
         draft_precision = sizing.precision(spec.quantization, spec.model, config.dtype)
         draft_gpus = spec.draft_tensor_parallel_size or tp
         draft = Model(draft_params, sizing.weight_bytes(draft_params, draft_precision), sizing.kv_bytes_per_token(draft_params, config.kv_cache_dtype), draft_gpus)
-        return cls(hardware, target, goodput.proposer_for(method, target_size, goodput.ModelSize(draft_params, tensor_parallel_size=draft_gpus)), draft)
+        return cls(hardware, target, proposers.proposer_for(method, target_size, calibration.ModelSize(draft_params, tensor_parallel_size=draft_gpus)), draft)
 
     def step_time(self, decoding: int, k: int, prefill_tokens: int, context_tokens: int, accepted_length: float = 1.0) -> float:
         """One step: `decoding` sequences verify k drafts each (accepting accepted_length - 1 on average), plus a prompt chunk.

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from specserve.decision import goodput
+from specserve.decision import schedules
 from specserve.cluster import kube as k
 from specserve.rendering import manifests
 from tests.e2e.cluster import create, eventually, events_of, status_of
@@ -120,7 +120,7 @@ def k_at(process: Process, batch: float) -> int:
     config = config_of(process)
     if config is None:
         return 0
-    return goodput.k_for_batch(config.get("num_speculative_tokens_per_batch_size") or [[1, 100000, config["num_speculative_tokens"]]], max(1, round(batch)), config["num_speculative_tokens"])
+    return schedules.k_for_batch(config.get("num_speculative_tokens_per_batch_size") or [[1, 100000, config["num_speculative_tokens"]]], max(1, round(batch)), config["num_speculative_tokens"])
 
 
 def drafted(process: Process) -> int:

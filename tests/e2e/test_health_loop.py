@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from specserve.decision import goodput
+from specserve.decision import schedules
 from specserve.decision import judgment
 from specserve.cluster import kube as k
 from specserve.rendering import manifests
@@ -183,7 +183,7 @@ def test_a_slowdown_measured_against_the_baseline_limits_speculation_at_that_bat
             config = json.loads(container_args(deployment)[container_args(deployment).index(SPECULATIVE_CONFIG) + 1])
             ranges = config["num_speculative_tokens_per_batch_size"]
             assert ranges == status["schedule"] and status["scheduleSummary"] == limited_summary(ranges)
-            assert goodput.k_for_batch(ranges, batch, 4) == 0, (ranges, batch)
+            assert schedules.k_for_batch(ranges, batch, 4) == 0, (ranges, batch)
         else:
             assert SPECULATIVE_CONFIG not in container_args(deployment) and status["scheduleSummary"] == "off"
         event = "ScheduleChanged" if limited["action"] == "set_schedule" else "SpeculationDisabled"
@@ -191,7 +191,7 @@ def test_a_slowdown_measured_against_the_baseline_limits_speculation_at_that_bat
 
 
 def limited_summary(ranges: list[list[int]]) -> str:
-    return goodput.Schedule(tuple(tuple(r) for r in ranges), 4).short()
+    return schedules.Schedule(tuple(tuple(r) for r in ranges), 4).short()
 
 
 @pytest.mark.timeout(180)

@@ -17,7 +17,11 @@ from hypothesis import strategies as st
 
 from specserve import api, catalog
 from specserve.decision import goodput
-from specserve.decision.goodput import ModelSize
+from specserve.decision import acceptance
+from specserve.decision import calibration
+from specserve.decision import proposers
+from specserve.decision import schedules
+from specserve.decision.calibration import ModelSize
 from tests.helpers import minimal_spec
 from tests.support import vllm_parser
 
@@ -30,15 +34,15 @@ DRAFT_RMS_TOLERANCE = 0.17
 TARGET_8B, DRAFT_1B = ModelSize(7.38, 32), ModelSize(1.07, 16)
 TARGET_70B = ModelSize(70.55, 80, 4)
 
-DRAFT = goodput.proposer_for("draft_model")
-NGRAM_GPU = goodput.proposer_for("ngram_gpu")
-EAGLE3_8B = goodput.proposer_for("eagle3", ModelSize(8.03, 32), ModelSize(0.42, 1))
-PROPOSERS = [DRAFT, NGRAM_GPU, EAGLE3_8B, goodput.proposer_for("ngram"), goodput.proposer_for("suffix"), goodput.proposer_for("mtp"),
-             goodput.proposer_for("draft_model", TARGET_70B, ModelSize(8.03, 32, 4)), goodput.proposer_for("eagle", TARGET_70B)]
+DRAFT = proposers.proposer_for("draft_model")
+NGRAM_GPU = proposers.proposer_for("ngram_gpu")
+EAGLE3_8B = proposers.proposer_for("eagle3", ModelSize(8.03, 32), ModelSize(0.42, 1))
+PROPOSERS = [DRAFT, NGRAM_GPU, EAGLE3_8B, proposers.proposer_for("ngram"), proposers.proposer_for("suffix"), proposers.proposer_for("mtp"),
+             proposers.proposer_for("draft_model", TARGET_70B, ModelSize(8.03, 32, 4)), proposers.proposer_for("eagle", TARGET_70B)]
 
-rates = st.lists(st.floats(0, 1), min_size=1, max_size=8)
+rates = st.lists(st.floats(0, 1), min_size=1, max_size=8).map(acceptance.clean_per_position)  # as an Observation holds them
 batch_sizes = st.floats(0.5, 512)
-proposers = st.sampled_from(PROPOSERS)
+any_proposer = st.sampled_from(PROPOSERS)
 
 
 def forced_points():
@@ -56,7 +60,7 @@ def forced_points():
 FORCED_POINTS = list(forced_points())
 
 
-def predicted(proposer: goodput.Proposer, b: int, per_position: list[float]) -> float:
+def predicted(proposer: proposers.Proposer, b: int, per_position: list[float]) -> float:
     return goodput.speedup(b, len(per_position), per_position, proposer).speedup
 
 
@@ -70,29 +74,29 @@ def measured(config: str, key: str) -> float:
 
 
 def test_accepted_length_is_one_plus_the_per_position_rates_below_k():
-    assert goodput.accepted_length([0.8, 0.6, 0.3], 2) == pytest.approx(2.4)
+    assert acceptance.accepted_length([0.8, 0.6, 0.3], 2) == pytest.approx(2.4)
 
 
 def test_accepted_length_without_drafts_is_one():
-    assert goodput.accepted_length([0.9, 0.8], 0) == 1.0
+    assert acceptance.accepted_length([0.9, 0.8], 0) == 1.0
 
 
 def test_positions_past_the_measured_ones_keep_the_last_conditional_rate():
-    assert goodput.extend_per_position([0.8, 0.4], 4) == pytest.approx((0.8, 0.4, 0.2, 0.1))
+    assert acceptance.extend_per_position([0.8, 0.4], 4) == pytest.approx((0.8, 0.4, 0.2, 0.1))
 
 
 def test_per_position_rates_cannot_rise_with_position():
-    assert goodput.clean_per_position([0.5, 0.7, 1.3, -0.2]) == (0.5, 0.5, 0.5, 0.0)
+    assert acceptance.clean_per_position([0.5, 0.7, 1.3, -0.2]) == (0.5, 0.5, 0.5, 0.0)
 
 
 @given(rates, st.integers(0, 12))
 def test_accepted_length_never_falls_as_k_grows(per_position, k):
-    assert goodput.accepted_length(per_position, k + 1) >= goodput.accepted_length(per_position, k)
+    assert acceptance.accepted_length(per_position, k + 1) >= acceptance.accepted_length(per_position, k)
 
 
 @given(st.floats(0.01, 0.99), st.integers(1, 8))
 def test_per_position_rates_for_an_acceptance_rate_reproduce_it(rate, k):
-    rates_ = goodput.per_position_for_acceptance_rate(rate, k)
+    rates_ = acceptance.per_position_for_acceptance_rate(rate, k)
     assert sum(rates_) / k == pytest.approx(rate, abs=1e-6)
 
 
@@ -100,7 +104,7 @@ def test_per_position_rates_for_an_acceptance_rate_reproduce_it(rate, k):
 
 
 def test_calibration_data_is_what_the_gpu_fixtures_measured():
-    data = yaml.safe_load((Path(catalog.__file__).parent / goodput.CALIBRATION_FILE).read_text())
+    data = yaml.safe_load((Path(catalog.__file__).parent / calibration.CALIBRATION_FILE).read_text())
     files = {"step-cost-zero-acceptance.json": ZERO, "speedup-forced-acceptance.json": FORCED}
     assert tuple(data["batchSizes"]) == BATCH_SIZES
     for session in data["sessions"]:
@@ -143,7 +147,7 @@ def test_gpu_ngram_speedups_are_reproduced_within_1_percent():
 
 def test_a_draft_model_at_acceptance_08_is_about_even_at_batch_1_and_175x_slower_at_128():
     # measured 1.14x and 0.57x; the prior says 0.98x (the b=1 points of this draft scatter +-15% around any one cost)
-    per_position = goodput.per_position_for_token_acceptance(0.8, 2)
+    per_position = acceptance.per_position_for_token_acceptance(0.8, 2)
     assert goodput.speedup(1, 2, per_position, DRAFT).speedup == pytest.approx(measured("draft_k2", "1@0.8"), rel=0.15)
     assert goodput.speedup(128, 2, per_position, DRAFT).speedup == pytest.approx(measured("draft_k2", "128@0.8"), rel=0.10)
 
@@ -158,8 +162,8 @@ def test_the_textbook_cost_at_zero_acceptance_over_predicts_from_batch_8():
     over = []
     for _, proposer, b, per_position, speedup in FORCED_POINTS:
         k = len(per_position)
-        textbook = goodput.accepted_length(per_position) / goodput.step_cost(b, k, 1.0, proposer).total
-        if b >= 8 and goodput.accepted_length(per_position) > 1:
+        textbook = acceptance.accepted_length(per_position) / goodput.step_cost(b, k, 1.0, proposer).total
+        if b >= 8 and acceptance.accepted_length(per_position) > 1:
             over.append(textbook / speedup)
     assert max(over) > 1.6 and min(over) > 0.95
 
@@ -179,12 +183,12 @@ def test_gpu_ngram_crosses_over_between_batch_8_and_32_as_measured():
 
 
 def test_the_measured_draft_pair_is_the_reference_configuration():
-    proposer = goodput.proposer_for("draft_model", TARGET_8B, DRAFT_1B)
-    assert proposer.is_reference and proposer.pass_cost == pytest.approx(goodput.calibration().reference_pass_cost)
+    proposer = proposers.proposer_for("draft_model", TARGET_8B, DRAFT_1B)
+    assert proposer.is_reference and proposer.pass_cost == pytest.approx(calibration.calibration().reference_pass_cost)
 
 
 def test_a_bigger_target_makes_the_same_proposer_relatively_cheaper():
-    small, large = goodput.proposer_for("draft_model", TARGET_8B, DRAFT_1B), goodput.proposer_for("draft_model", TARGET_70B, DRAFT_1B)
+    small, large = proposers.proposer_for("draft_model", TARGET_8B, DRAFT_1B), proposers.proposer_for("draft_model", TARGET_70B, DRAFT_1B)
     assert goodput.step_cost(1, 2, 1.0, large).total < goodput.step_cost(1, 2, 1.0, small).total
 
 
@@ -200,7 +204,7 @@ def test_only_paths_without_async_scheduling_pay_the_path_overhead():
 
 def test_a_serving_is_sized_from_the_model_catalog():
     spec = api.SpeculativeServingSpec.model_validate(minimal_spec(speculation={"method": "eagle3", "draft": {"model": "yuhuili/EAGLE3-LLaMA3.1-Instruct-8B"}}))
-    proposer = goodput.proposer_for_spec(spec)
+    proposer = proposers.proposer_for_spec(spec)
     assert proposer.pass_cost == pytest.approx(ModelSize(0.42, 1).cost_index() / ModelSize(8.03, 32).cost_index())
     assert proposer.target_scale == pytest.approx(ModelSize(8.03, 32).cost_index())
 
@@ -210,28 +214,28 @@ def test_a_serving_with_a_draft_the_catalog_lacks_uses_its_described_architectur
     spec = api.SpeculativeServingSpec.model_validate(minimal_spec(
         target={"model": "org/target", "architecture": {"parametersBillions": 7.38, "layers": 32}},
         speculation={"method": "draft_model", "draft": draft}))
-    assert goodput.proposer_for_spec(spec).is_reference
+    assert proposers.proposer_for_spec(spec).is_reference
 
 
 def test_an_mtp_serving_drafts_with_the_catalogued_module():
     spec = api.SpeculativeServingSpec.model_validate(minimal_spec(target={"model": "deepseek-ai/DeepSeek-V3"}, gpu={"count": 8}, speculation={"method": "mtp"}))
-    assert "head of 14B" in goodput.proposer_for_spec(spec).basis
+    assert "head of 14B" in proposers.proposer_for_spec(spec).basis
 
 
 def test_an_unknown_proposer_method_is_refused():
     with pytest.raises(ValueError, match="medusa"):
-        goodput.proposer_for("medusa")
+        proposers.proposer_for("medusa")
 
 
 # ---------------------------------------------------------------- speedup and its evidence
 
 
-@given(batch_sizes, rates, proposers)
+@given(batch_sizes, rates, any_proposer)
 def test_no_speculation_is_exactly_as_fast_as_the_baseline(b, per_position, proposer):
     assert goodput.speedup(b, 0, per_position, proposer).speedup == 1.0
 
 
-@given(batch_sizes, st.integers(1, 8), rates, proposers)
+@given(batch_sizes, st.integers(1, 8), rates, any_proposer)
 def test_an_estimate_quotes_the_numbers_it_used(b, k, per_position, proposer):
     estimate = goodput.speedup(b, k, per_position, proposer)
     numbers = estimate.numbers()
@@ -242,10 +246,10 @@ def test_an_estimate_quotes_the_numbers_it_used(b, k, per_position, proposer):
     assert set(numbers["step_cost"]) == {"total", "path_overhead", "verification", "drafting", "growth"}
 
 
-@given(batch_sizes, st.integers(1, 8), st.floats(0, 0.95), st.floats(0.01, 0.04), proposers)
+@given(batch_sizes, st.integers(1, 8), st.floats(0, 0.95), st.floats(0.01, 0.04), any_proposer)
 def test_speedup_rises_with_acceptance(b, k, a, step, proposer):
-    low = goodput.speedup(b, k, goodput.per_position_for_token_acceptance(a, k), proposer).speedup
-    high = goodput.speedup(b, k, goodput.per_position_for_token_acceptance(a + step, k), proposer).speedup
+    low = goodput.speedup(b, k, acceptance.per_position_for_token_acceptance(a, k), proposer).speedup
+    high = goodput.speedup(b, k, acceptance.per_position_for_token_acceptance(a + step, k), proposer).speedup
     assert high > low
 
 
@@ -265,12 +269,12 @@ def test_an_estimate_explains_itself_in_one_line():
 # ---------------------------------------------------------------- best k
 
 
-@given(batch_sizes, rates, proposers, st.integers(0, 8))
+@given(batch_sizes, rates, any_proposer, st.integers(0, 8))
 def test_best_k_never_exceeds_the_cap(b, per_position, proposer, cap):
     assert goodput.best_k(goodput.prior_estimator(per_position, proposer), b, cap).k <= cap
 
 
-@given(batch_sizes, rates, proposers, st.integers(0, 8))
+@given(batch_sizes, rates, any_proposer, st.integers(0, 8))
 def test_best_k_is_never_predicted_slower_than_no_speculation(b, per_position, proposer, cap):
     assert goodput.best_k(goodput.prior_estimator(per_position, proposer), b, cap).speedup >= 1.0
 
@@ -309,9 +313,9 @@ def measured_like(table: dict[int, list[float]]):
 
 
 @settings(max_examples=60)
-@given(rates, proposers, st.integers(0, 8), st.one_of(st.none(), st.integers(1, 300)), st.integers(1, 5))
+@given(rates, any_proposer, st.integers(0, 8), st.one_of(st.none(), st.integers(1, 300)), st.integers(1, 5))
 def test_a_schedule_never_raises_k_above_the_cap_nor_speculates_above_the_cutoff(per_position, proposer, cap, cutoff, max_ranges):
-    schedule = goodput.prior_schedule(per_position, proposer, cap, disable_above_batch_size=cutoff, max_ranges=max_ranges)
+    schedule = schedules.prior_schedule(per_position, proposer, cap, disable_above_batch_size=cutoff, max_ranges=max_ranges)
     assert all(k <= cap for _, _, k in schedule.ranges)
     assert len(schedule.ranges) <= max_ranges
     if cutoff is not None:
@@ -319,9 +323,9 @@ def test_a_schedule_never_raises_k_above_the_cap_nor_speculates_above_the_cutoff
 
 
 @settings(max_examples=60)
-@given(rates, proposers, st.integers(1, 8))
+@given(rates, any_proposer, st.integers(1, 8))
 def test_a_schedule_starts_at_batch_1_with_contiguous_ranges(per_position, proposer, cap):
-    ranges = goodput.prior_schedule(per_position, proposer, cap).ranges
+    ranges = schedules.prior_schedule(per_position, proposer, cap).ranges
     assert ranges[0][0] == 1
     assert all(hi >= lo for lo, hi, _ in ranges)
     assert all(next_lo == hi + 1 for (_, hi, _), (next_lo, _, _) in zip(ranges, ranges[1:]))
@@ -329,30 +333,30 @@ def test_a_schedule_starts_at_batch_1_with_contiguous_ranges(per_position, propo
 
 
 def test_a_schedule_turns_speculation_off_where_the_gpu_ngram_stops_paying():
-    schedule = goodput.prior_schedule([0.71, 0.53, 0.42, 0.33], NGRAM_GPU, 4)
+    schedule = schedules.prior_schedule([0.71, 0.53, 0.42, 0.33], NGRAM_GPU, 4)
     assert schedule.k_for(1) > 0 and schedule.k_for(8) > 0
     assert schedule.k_for(32) == schedule.k_for(150) == 0
 
 
 def test_a_schedule_for_load_swinging_between_8_and_150_is_on_at_8_and_off_at_150():
-    schedule = goodput.prior_schedule(goodput.per_position_for_token_acceptance(0.8, 4), EAGLE3_8B, 4)
+    schedule = schedules.prior_schedule(acceptance.per_position_for_token_acceptance(0.8, 4), EAGLE3_8B, 4)
     assert schedule.k_for(8) > 0 and schedule.k_for(150) == 0
 
 
 def test_a_schedule_keeps_the_cutoff_of_the_spec():
-    schedule = goodput.build_schedule(measured_like({1: [1.5, 1.6]}), 2, disable_above_batch_size=20)
+    schedule = schedules.build_schedule(measured_like({1: [1.5, 1.6]}), 2, disable_above_batch_size=20)
     assert schedule.as_vllm() == [[1, 20, 2], [21, 21, 0]]
 
 
 def test_a_schedule_merges_the_ranges_that_lose_least():
     table = {1: [1.6, 1.8, 1.7], 2: [1.5, 1.7, 1.75], 4: [1.4, 1.3, 1.2], 8: [0.9, 0.8, 0.7], 16: [0.8, 0.7, 0.6]}
     estimate = measured_like(table)
-    assert goodput.build_schedule(estimate, 3, bucket_starts=(1, 2, 4, 8, 16), max_ranges=4).as_vllm() == [[1, 1, 2], [2, 3, 3], [4, 7, 1], [8, 8, 0]]
-    assert goodput.build_schedule(estimate, 3, bucket_starts=(1, 2, 4, 8, 16), max_ranges=2).as_vllm() == [[1, 7, 2], [8, 8, 0]]
+    assert schedules.build_schedule(estimate, 3, bucket_starts=(1, 2, 4, 8, 16), max_ranges=4).as_vllm() == [[1, 1, 2], [2, 3, 3], [4, 7, 1], [8, 8, 0]]
+    assert schedules.build_schedule(estimate, 3, bucket_starts=(1, 2, 4, 8, 16), max_ranges=2).as_vllm() == [[1, 7, 2], [8, 8, 0]]
 
 
 def test_a_schedule_carries_the_evidence_of_its_estimates():
-    schedule = goodput.build_schedule(measured_like({1: [1.5], 8: [0.9]}), 1, bucket_starts=(1, 8))
+    schedule = schedules.build_schedule(measured_like({1: [1.5], 8: [0.9]}), 1, bucket_starts=(1, 8))
     assert schedule.as_vllm() == [[1, 7, 1], [8, 8, 0]]
     assert [estimate.evidence for _, estimate in schedule.choices] == ["measured", "measured"]
     assert schedule.explain()[0].startswith("1-7: b=")
@@ -365,7 +369,7 @@ def test_a_schedule_carries_the_evidence_of_its_estimates():
     ([[1, 1, 0]], "0"),
 ])
 def test_a_schedule_reads_in_short_form(ranges, short):
-    assert goodput.Schedule(tuple(tuple(r) for r in ranges), 4).short() == short
+    assert schedules.Schedule(tuple(tuple(r) for r in ranges), 4).short() == short
 
 
 @pytest.fixture(scope="module")
@@ -386,12 +390,12 @@ def test_k_for_batch_is_vllms_own_lookup(vllm_schedules, spans, cap):
         ranges.append([start, start + gap, k])
         start += gap + 1 + (gap % 3)
     dense = vllm_schedules.build_dynamic_sd_schedule_lookup(ranges, vllm_max_batch_size=200, vllm_num_speculative_tokens=cap)
-    assert [goodput.k_for_batch(ranges, b, cap) for b in range(1, 201)] == dense[1:]
+    assert [schedules.k_for_batch(ranges, b, cap) for b in range(1, 201)] == dense[1:]
 
 
 @pytest.mark.vllm
 @settings(max_examples=40, deadline=None)
-@given(per_position=rates, proposer=proposers, cap=st.integers(1, 8), cutoff=st.one_of(st.none(), st.integers(1, 300)))
+@given(per_position=rates, proposer=any_proposer, cap=st.integers(1, 8), cutoff=st.one_of(st.none(), st.integers(1, 300)))
 def test_vllm_accepts_every_schedule(vllm_schedules, per_position, proposer, cap, cutoff):
-    schedule = goodput.prior_schedule(per_position, proposer, cap, disable_above_batch_size=cutoff)
+    schedule = schedules.prior_schedule(per_position, proposer, cap, disable_above_batch_size=cutoff)
     assert vllm_schedules.validate_and_normalize_dynamic_sd_schedule(schedule.as_vllm()) == [tuple(r) for r in schedule.ranges]

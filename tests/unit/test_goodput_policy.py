@@ -15,6 +15,9 @@ from hypothesis import strategies as st
 from specserve import api
 from specserve.decision import evidence
 from specserve.decision import goodput
+from specserve.decision.acceptance import per_position_for_token_acceptance
+from specserve.decision import proposers
+from specserve.decision import schedules
 from specserve.decision import policy
 from specserve.observation import replay
 from specserve.decision.policy import Observation, State, decide, initial_state
@@ -185,12 +188,12 @@ def test_observe_mode_shows_the_recommended_schedule_without_applying_it():
 
 # ---------------------------------------------------------------- properties
 
-PROPOSERS = [goodput.proposer_for(m) for m in ("draft_model", "ngram", "eagle3")]
+PROPOSERS = [proposers.proposer_for(m) for m in ("draft_model", "ngram", "eagle3")]
 verdicts = st.lists(
     st.builds(
         lambda lo_index, k, correction, age: evidence.Verdict(
-            goodput.buckets()[lo_index].lo, goodput.buckets()[lo_index].hi, k, correction, correction, -age, 1.0),
-        st.integers(0, len(goodput.DEFAULT_BUCKET_STARTS) - 1), st.integers(1, 8), st.floats(0.2, 3.0), st.floats(0, 86_400),
+            schedules.buckets()[lo_index].lo, schedules.buckets()[lo_index].hi, k, correction, correction, -age, 1.0),
+        st.integers(0, len(schedules.DEFAULT_BUCKET_STARTS) - 1), st.integers(1, 8), st.floats(0.2, 3.0), st.floats(0, 86_400),
     ),
     min_size=1, max_size=6, unique_by=lambda v: v.lo,
 )
@@ -199,8 +202,8 @@ verdicts = st.lists(
 @settings(max_examples=150)
 @given(verdicts, st.sampled_from(PROPOSERS), st.floats(0.05, 0.95), st.integers(1, 8))
 def test_a_plan_never_gives_a_k_predicted_slower_than_none_where_speedup_was_measured(found, proposer, acceptance, max_k):
-    table = goodput.buckets()
-    estimate = evidence.estimator(found, table, goodput.prior_estimator(goodput.per_position_for_token_acceptance(acceptance, 8), proposer), None)
+    table = schedules.buckets()
+    estimate = evidence.estimator(found, table, goodput.prior_estimator(per_position_for_token_acceptance(acceptance, 8), proposer), None)
     plan = evidence.plan(estimate, evidence.spec_ranges(max_k, None), max_k, {v.lo: 1.0 for v in found}, None)
     for bucket in table:
         k = plan.schedule.k_for(int(bucket.representative))
@@ -222,7 +225,7 @@ observations = st.builds(
     baseline_p99_tpot=st.one_of(st.none(), st.floats(0.001, 0.2)),
     k=st.one_of(st.none(), st.integers(0, 6)),
 )
-SETUPS = [policy.Setup(4, None, goodput.proposer_for("draft_model")), policy.Setup(3, 64, goodput.proposer_for("ngram"))]
+SETUPS = [policy.Setup(4, None, proposers.proposer_for("draft_model")), policy.Setup(3, 64, proposers.proposer_for("ngram"))]
 HP = api.HealthPolicy(consecutive_breaches=2, cooldown_seconds=600, probation_seconds=1800, interval_seconds=30, min_draft_tokens=1000)
 
 

@@ -8,7 +8,7 @@ import asyncio
 import kopf
 from kopf._cogs.aiokits import aiotoggles
 
-from specserve.decision import judgment
+from specserve.observation.poller import Poller
 from specserve.cluster import availability, health_loop
 from specserve.cluster import indexes
 from specserve.observation import metrics
@@ -23,7 +23,7 @@ def snapshot(name: str, namespace: str = "team") -> dict:
 
 
 def loop_over(*names: str) -> health_loop.HealthLoop:
-    poller = judgment.Poller(lambda *_: {}, metrics.Labels("namespace", "serving", "role"), 15)
+    poller = Poller(lambda *_: {}, metrics.Labels("namespace", "serving", "role"), 15)
     loop = health_loop.HealthLoop(poller, kopf.Memo())
     loop.cache = indexes.Cache({("team", n): [indexes.compact(snapshot(n))] for n in names}, {}, {})
     return loop

@@ -2,12 +2,12 @@
 
 from specserve.decision import judgment
 from specserve.observation import metrics
-from tests.unit.test_health import BODY, poll, spec
+from tests.unit.test_health import BODY, judge, poll, spec
 
 
 def judged(previous_status, result, now):
     body = {**BODY, "status": previous_status}
-    return judgment.evaluate(body, spec(), result, now)
+    return judge(body, spec(), result, now)
 
 
 def first_write(result, now=1000.0):
@@ -61,8 +61,8 @@ def test_an_unchanged_record_is_not_rewritten_however_old():
 
 def test_a_breach_being_counted_is_written():
     s = spec(healthPolicy={"consecutiveBreaches": 3, "minDraftTokens": 100})
-    status = {**judgment.evaluate(BODY, s, poll(0.8), 1000.0).status}
-    breach = judgment.evaluate({**BODY, "status": status}, s, poll(0.3), 1060.0)
+    status = {**judge(BODY, s, poll(0.8), 1000.0).status}
+    breach = judge({**BODY, "status": status}, s, poll(0.3), 1060.0)
     assert breach.decision.action == "keep" and breach.status["health"]["consecutiveBreaches"] == 1
     assert judgment.worth_writing(status, breach, 1060.0, s)
 

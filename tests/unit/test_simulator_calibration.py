@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from specserve.decision import goodput
+from specserve.decision import schedules
 from specserve_simulator import args
 from specserve_simulator.engine import Engine
 from specserve_simulator.records import RequestSpec
@@ -143,6 +144,6 @@ def test_the_per_batch_size_schedule_sets_k_at_every_step():
     speculative = {**SPECULATIVE["ngram_gpu_k4"], "num_speculative_tokens_per_batch_size": schedule}
     engine = Engine(config(speculative), Workload(qps=400.0, prompt_tokens=256, max_tokens=128))
     reports = list(engine.run_until(4.0))
-    assert all(r.k == goodput.k_for_batch(schedule, r.batch_size, 4) for r in reports)
+    assert all(r.k == schedules.k_for_batch(schedule, r.batch_size, 4) for r in reports)
     assert {r.k for r in reports} == {0, 2, 4}
     assert all(r.draft_tokens == r.drafts * r.k for r in reports)

@@ -17,16 +17,12 @@ import kopf
 import pydantic
 
 from specserve import api
-from specserve.cluster import applying
-from specserve.cluster import availability
-from specserve.decision import judgment
-from specserve.cluster import indexes
-from specserve.cluster import kube
-from specserve.observation import metrics
-from specserve.rendering import planner
-from specserve.rendering import manifests
-from specserve.cluster import servings
 from specserve.api.conditions import merge_conditions
+from specserve.cluster import applying, availability, indexes, kube, servings
+from specserve.decision import judgment
+from specserve.observation import metrics, readings
+from specserve.observation.poller import Poller, PollResult
+from specserve.rendering import manifests, planner
 from specserve.telemetry import TELEMETRY
 
 LOG = logging.getLogger("specserve.health")
@@ -36,7 +32,7 @@ CONCURRENT_WRITES = 16  # status writes and applies in flight at once, so one sl
 class HealthLoop:
     """Judges every registered serving after each poll; writes status only when something worth saying changed."""
 
-    def __init__(self, poller: judgment.Poller, memo: kopf.Memo) -> None:
+    def __init__(self, poller: Poller, memo: kopf.Memo) -> None:
         self.poller, self.memo = poller, memo
         self.evaluated: dict[indexes.ServingKey, float] = {}  # when each was last judged, whether or not written
         self.cache: indexes.Cache | None = None
@@ -68,7 +64,7 @@ class HealthLoop:
                 continue
             await self.cycle(result)
 
-    async def cycle(self, result: judgment.PollResult) -> None:
+    async def cycle(self, result: PollResult) -> None:
         """Judge every member against one poll: a few judges take the members in turn (not a task each)."""
         members = iter(self.members())
 
@@ -88,7 +84,7 @@ class HealthLoop:
         for key in set(self.evaluated).difference(members):
             del self.evaluated[key]
 
-    async def judge(self, key: indexes.ServingKey, result: judgment.PollResult) -> None:
+    async def judge(self, key: indexes.ServingKey, result: PollResult) -> None:
         snapshot = self.cache.serving(*key) if self.cache is not None else None
         spec = _spec_of(snapshot)
         if snapshot is None or spec is None or not servings.accepted_as_is(snapshot):
@@ -150,14 +146,15 @@ def _spec_of(snapshot: dict[str, Any] | None) -> api.SpeculativeServingSpec | No
         return None
 
 
-async def act_on_health(body: dict[str, Any], spec: api.SpeculativeServingSpec, result: judgment.PollResult, memo: kopf.Memo, logger: logging.Logger) -> None:
+async def act_on_health(body: dict[str, Any], spec: api.SpeculativeServingSpec, result: PollResult, memo: kopf.Memo, logger: logging.Logger) -> None:
     """Record the decision in status first, then re-render: a restart in between resumes from status.
     A judgement that changes nothing worth saying (a hold, the same verdict on similar numbers) is not written."""
     meta = body["metadata"]
     client: kube.Kube = memo["kube"]
     fitting = frozenset(planner.fitting_variants(spec)) if spec.target.variants else None
     now = time.time()
-    outcome = judgment.evaluate(body, spec, result, now, fitting)
+    reading = readings.observe(result, spec.health_policy.window_seconds, meta["namespace"], meta["name"])
+    outcome = judgment.evaluate(body, spec, reading, now, fitting)
     TELEMETRY.record_decision(meta["namespace"], meta["name"], outcome.decision.action)
     available = next((c["status"] == "True" for c in outcome.status["conditions"] if c["type"] == "MetricsAvailable"), None)
     effective = outcome.status.get("speculation", (body.get("status") or {}).get("speculation", "On"))

@@ -19,8 +19,8 @@ from specserve.cluster.availability import AvailabilityFollower, refresh_availab
 from specserve.cluster.drift import owned_object_changed  # noqa: F401  (registers the handler)
 from specserve.cluster.reconcile import reconcile_marked, track_serving  # noqa: F401  (registers the handler)
 from specserve.cluster.servings import decision_state
-from specserve.decision import judgment
 from specserve.observation import metrics
+from specserve.observation.poller import Poller
 from specserve.rendering import manifests
 from specserve.settings import OperatorSettings
 from specserve.telemetry import TELEMETRY
@@ -48,7 +48,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     if "poller" not in memo:
         labels = metrics.Labels(operator_settings.namespace_label, operator_settings.serving_label, operator_settings.role_label)
         query = metrics.prometheus_query(operator_settings.prometheus_url, operator_settings.prometheus_timeout_seconds)
-        memo["poller"] = judgment.Poller(query, labels, operator_settings.poll_interval_seconds)
+        memo["poller"] = Poller(query, labels, operator_settings.poll_interval_seconds)
     memo["poller_task"] = asyncio.create_task(memo["poller"].run(), name="specserve-poller")
     if "health_loop" not in memo:
         memo["health_loop"] = health_loop.HealthLoop(memo["poller"], memo)

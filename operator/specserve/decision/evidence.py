@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from specserve.decision import goodput
+from specserve.decision import schedules
 
 COMPARABLE_BATCH_RATIO = 2.0  # speculative and baseline replicas whose batch sizes differ more are not compared
 VERDICT_WEIGHT = 0.3  # weight of a new window in a bucket's verdict (moving average)
@@ -33,7 +34,7 @@ def unresolved(a: float, b: float, bounds: Bounds) -> bool:
         return False
     return bucket == 0 or abs(a - b) <= UNRESOLVED_WITHIN * max(a, b)
 
-Range = goodput.Range
+Range = schedules.Range
 
 
 @dataclass(frozen=True)
@@ -92,11 +93,11 @@ class Verdict:
     def weight(self, now: float, half_life: float) -> float:
         return self.windows * 0.5 ** (max(0.0, now - self.at) / half_life)
 
-    def bucket(self) -> goodput.Bucket:
-        return goodput.Bucket(self.lo, self.hi)
+    def bucket(self) -> schedules.Bucket:
+        return schedules.Bucket(self.lo, self.hi)
 
 
-def bucket_of(table: Sequence[goodput.Bucket], batch_size: float) -> goodput.Bucket:
+def bucket_of(table: Sequence[schedules.Bucket], batch_size: float) -> schedules.Bucket:
     for bucket in table:
         if bucket.hi is None or batch_size <= bucket.hi:
             return bucket
@@ -108,7 +109,7 @@ def remembered(verdicts: Sequence[Verdict], now: float, half_life: float) -> tup
     return tuple(v for v in verdicts if v.weight(now, half_life) >= FORGET_BELOW)
 
 
-def learn(verdicts: Sequence[Verdict], table: Sequence[goodput.Bucket], measurement: Measurement, prior: float, now: float, half_life: float) -> tuple[Verdict, ...]:
+def learn(verdicts: Sequence[Verdict], table: Sequence[schedules.Bucket], measurement: Measurement, prior: float, now: float, half_life: float) -> tuple[Verdict, ...]:
     """The verdicts with this window's measurement folded into its bucket (k > 0 and a known batch size only)."""
     if measurement.k <= 0 or measurement.batch_size is None or prior <= 0:
         return tuple(verdicts)
@@ -124,7 +125,7 @@ def learn(verdicts: Sequence[Verdict], table: Sequence[goodput.Bucket], measurem
     return tuple(sorted([*rest, new], key=lambda v: v.lo))
 
 
-def estimator(verdicts: Sequence[Verdict], table: Sequence[goodput.Bucket], prior: goodput.Estimator, measured_bucket: int | None) -> goodput.Estimator:
+def estimator(verdicts: Sequence[Verdict], table: Sequence[schedules.Bucket], prior: goodput.Estimator, measured_bucket: int | None) -> goodput.Estimator:
     """S(b, k): the prior times the correction of b's bucket verdict, or of the nearest bucket with one (ties go
     to the larger batch, where speculation pays less); the prior alone when nothing was measured."""
     index = {bucket.lo: i for i, bucket in enumerate(table)}
@@ -155,7 +156,7 @@ def estimator(verdicts: Sequence[Verdict], table: Sequence[goodput.Bucket], prio
 class Plan:
     """The schedule the evidence recommends, against the configuration in force, and the predicted gain."""
 
-    schedule: goodput.Schedule
+    schedule: schedules.Schedule
     current: tuple[Range, ...]
     gain: float  # predicted weighted speedup of the schedule over the current configuration, minus 1
     evidence: goodput.Evidence  # the strongest evidence behind a bucket that carries weight
@@ -175,12 +176,12 @@ class Plan:
 
 def plan(
     estimate: goodput.Estimator, current: Sequence[Range], max_k: int, weights: Mapping[int, float],
-    disable_above_batch_size: int | None, bucket_starts: Sequence[int] = goodput.DEFAULT_BUCKET_STARTS,
+    disable_above_batch_size: int | None, bucket_starts: Sequence[int] = schedules.DEFAULT_BUCKET_STARTS,
 ) -> Plan:
     """The best schedule for these estimates, and what it is predicted to gain over `current` where load was seen."""
-    table = goodput.buckets(bucket_starts, disable_above_batch_size)
+    table = schedules.buckets(bucket_starts, disable_above_batch_size)
     full = {bucket.lo: weights.get(bucket.lo, UNSEEN_WEIGHT) for bucket in table}
-    schedule = goodput.build_schedule(estimate, max_k, bucket_starts=bucket_starts, disable_above_batch_size=disable_above_batch_size, weights=full)
+    schedule = schedules.build_schedule(estimate, max_k, bucket_starts=bucket_starts, disable_above_batch_size=disable_above_batch_size, weights=full)
     now_total = new_total = 0.0
     lines: list[str] = []
     strongest: goodput.Evidence = "prior"
@@ -189,7 +190,7 @@ def plan(
         if weight <= 0:
             continue
         b = bucket.representative
-        before = estimate(b, goodput.k_for_batch(current, int(b), max_k))
+        before = estimate(b, schedules.k_for_batch(current, int(b), max_k))
         after = estimate(b, schedule.k_for(int(b)))
         now_total += weight * before.speedup
         new_total += weight * after.speedup
@@ -211,11 +212,11 @@ def spec_ranges(max_k: int, disable_above_batch_size: int | None) -> tuple[Range
 def same_ranges(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], cap: int) -> bool:
     """Whether two schedules give the same k at every batch size."""
     points = {1} | {int(x) for r in (*a, *b) for x in (r[0], r[1], r[1] + 1)}
-    return all(goodput.k_for_batch(a, p, cap) == goodput.k_for_batch(b, p, cap) for p in points)
+    return all(schedules.k_for_batch(a, p, cap) == schedules.k_for_batch(b, p, cap) for p in points)
 
 
 def short(ranges: Sequence[Sequence[int]]) -> str:
-    return goodput.Schedule(tuple(tuple(r) for r in ranges), max((r[2] for r in ranges), default=0)).short()  # type: ignore[misc]
+    return schedules.Schedule(tuple(tuple(r) for r in ranges), max((r[2] for r in ranges), default=0)).short()  # type: ignore[misc]
 
 
 def clamp(ranges: Sequence[Sequence[int]], max_k: int, disable_above_batch_size: int | None) -> tuple[Range, ...]:
@@ -224,7 +225,7 @@ def clamp(ranges: Sequence[Sequence[int]], max_k: int, disable_above_batch_size:
     starts = sorted({int(r[0]) for r in ranges} | {1} | ({cut + 1} if cut is not None else set()))
 
     def k_at(batch: int) -> int:
-        return 0 if cut is not None and batch > cut else goodput.k_for_batch(ranges, batch, max_k)
+        return 0 if cut is not None and batch > cut else schedules.k_for_batch(ranges, batch, max_k)
 
     return canonical([(lo, k_at(lo)) for lo in starts])
 

@@ -1,26 +1,21 @@
-"""The health loop: one Prometheus poller per operator, and the evaluation of one serving against one poll.
+"""The judgment of one serving against one reading: its status read back into the policy's state, the decision,
+and the status patch, event and render state that say it.
 
-The poller is the only part that does I/O; evaluate() turns a poll into a status patch, an event and, when a
-decision is enforced, the state to render - so it can be tested, replayed and benchmarked without a cluster.
+Pure: evaluate() takes the serving's body, spec and Observation and returns an Outcome, so it can be tested,
+replayed and benchmarked without a cluster or a Prometheus.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime
-import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
 from specserve import api
-from specserve.decision import evidence
-from specserve.observation import metrics
-from specserve.decision import policy
-from specserve.rendering import manifests
 from specserve.api.conditions import condition
-from specserve.telemetry import TELEMETRY
+from specserve.decision import evidence, policy
+from specserve.rendering import manifests
 
-LOG = logging.getLogger("specserve.health")
 MAX_DECISIONS = 20
 EVENT_REASONS = {
     "disable_speculation": ("Warning", "SpeculationDisabled"),
@@ -28,58 +23,6 @@ EVENT_REASONS = {
     "switch_variant": ("Normal", "VariantSwitched"),
     "set_schedule": ("Normal", "ScheduleChanged"),
 }
-PollResult = metrics.Poll | metrics.MetricsError
-PROBE_EVERY = 20  # poll cycles between asking Prometheus whether the recording rules are there
-
-
-class Poller:
-    """Polls Prometheus once per interval for every subscribed serving; idle when nobody subscribes.
-
-    Servings are subscribed while this replica's health loop judges them (none while peering pauses the
-    replica), so only the active operator of several replicas ever queries Prometheus.
-    Each result goes to `results`; a newer one replaces one not yet taken.
-    """
-
-    def __init__(self, query: metrics.Query, labels: metrics.Labels, interval_seconds: float) -> None:
-        self.query, self.labels, self.interval = query, labels, interval_seconds
-        self.subscribers: dict[tuple[str, str], int] = {}
-        self.results: asyncio.Queue[PollResult] = asyncio.Queue(maxsize=1)
-        self.recorded = False  # whether Prometheus has the chart's recording rules, asked every PROBE_EVERY cycles
-        self.cycles = 0
-
-    def subscribe(self, namespace: str, name: str, window_seconds: int) -> None:
-        self.subscribers[(namespace, name)] = window_seconds
-
-    def unsubscribe(self, namespace: str, name: str) -> None:
-        self.subscribers.pop((namespace, name), None)
-
-    async def run(self) -> None:
-        while True:
-            if self.subscribers:
-                await self.cycle()
-            await asyncio.sleep(self.interval)
-
-    async def cycle(self) -> PollResult:
-        windows = set(self.subscribers.values())
-        result: PollResult
-        if self.cycles % PROBE_EVERY == 0 and metrics.RECORDED_WINDOW_SECONDS in windows:
-            recorded = await asyncio.to_thread(metrics.recording_rules_present, self.query)
-            if recorded != self.recorded:
-                LOG.info("recording rules %s: the %d s window reads %s series", "found" if recorded else "not found", metrics.RECORDED_WINDOW_SECONDS, "recorded" if recorded else "raw")
-            self.recorded = recorded
-        self.cycles += 1
-        try:
-            with TELEMETRY.time_poll():
-                result = await asyncio.to_thread(metrics.poll, self.query, windows, self.labels, self.recorded)
-            LOG.debug("poll: %d queries in %.3fs for %d servings", result.queries, result.seconds, len(self.subscribers))
-        except metrics.MetricsError as error:
-            result = error
-            TELEMETRY.record_prometheus_error()
-            LOG.warning("poll failed: %s", error)
-        if self.results.full():
-            self.results.get_nowait()  # a newer poll replaces one not yet evaluated
-        self.results.put_nowait(result)
-        return result
 
 
 @dataclass(frozen=True)
@@ -156,14 +99,14 @@ def _number_moved(key: str, before: Any, after: Any) -> bool:
     return abs(after - before) > max(absolute, relative * max(abs(before), abs(after)))
 
 
-def evaluate(body: dict[str, Any], spec: api.SpeculativeServingSpec, result: PollResult, now: float, fitting: frozenset[str] | None = None) -> Outcome:
-    """Decide for one serving; in Observe mode the decision is recorded and announced but not enforced."""
-    meta, status = body["metadata"], body.get("status") or {}
+def evaluate(body: dict[str, Any], spec: api.SpeculativeServingSpec, reading: policy.Observation, now: float, fitting: frozenset[str] | None = None) -> Outcome:
+    """Decide for one serving on its reading (readings.observe of a poll); in Observe mode the decision is recorded
+    and announced but not enforced."""
+    status = body.get("status") or {}
     hp = spec.health_policy
     state = state_from_status(spec, status)
     setup = policy.setup_for(spec, variant_model(spec, state.variant))
-    observation, role = observe(result, hp.window_seconds, meta["namespace"], meta["name"], state.variant)
-    observation = with_k_in_force(observation, state, setup, hp, now)
+    observation = with_k_in_force(replace(reading, variant=state.variant), state, setup, hp, now)
     ladder = policy.Ladder(tuple(v.name for v in spec.target.variants), fitting)
     decision = policy.decide(state, observation, hp, now, ladder, setup)
     enforced = hp.mode == api.HealthMode.ENFORCE
@@ -172,7 +115,7 @@ def evaluate(body: dict[str, Any], spec: api.SpeculativeServingSpec, result: Pol
         kept = replace(state, last_action_at=now, consecutive_breaches=0, references=decision.state.references, verdicts=decision.state.verdicts)
     patch: dict[str, Any] = {
         "health": health_status(kept, spec, now),
-        "observation": observation_status(observation, role, now),
+        "observation": observation_status(observation, now),
         "conditions": _conditions(decision, observation, body["metadata"].get("generation")),
     }
     if decision.plan is not None:  # while nothing is measured (a hold, speculation off) the last one stays, with its time
@@ -213,37 +156,6 @@ def with_k_in_force(observation: policy.Observation, state: policy.State, setup:
     if observation.batch_size is None or (state.configured_at is not None and now - state.configured_at < hp.window_seconds):
         return observation
     return replace(observation, k=setup.k_at(state, observation.batch_size))
-
-
-def observe(result: PollResult, window: int, namespace: str, name: str, variant: str | None) -> tuple[policy.Observation, metrics.RoleMetrics | None]:
-    if isinstance(result, metrics.MetricsError):
-        return policy.Observation(error=str(result)), None
-    spec_role = result.role(window, namespace, name, manifests.ROLE_SPECULATIVE)
-    baseline = result.role(window, namespace, name, manifests.ROLE_BASELINE)
-    baseline_numbers = {
-        "baseline_p99_tpot": baseline.p99_tpot if baseline else None,
-        "baseline_p50_tpot": baseline.p50_tpot if baseline else None,
-        "baseline_p99_ttft": baseline.p99_ttft if baseline else None,
-        "baseline_batch_size": baseline.running_per_replica if baseline else None,
-    }
-    if spec_role is None:
-        return policy.Observation(variant=variant, **baseline_numbers), None
-    positions = spec_role.per_position_acceptance
-    return (
-        policy.Observation(
-            acceptance_rate=spec_role.acceptance_rate,
-            draft_tokens=spec_role.draft_tokens,
-            p50_tpot=spec_role.p50_tpot,
-            p99_tpot=spec_role.p99_tpot,
-            p99_ttft=spec_role.p99_ttft,
-            request_rate=spec_role.request_rate,
-            variant=variant,
-            per_position_acceptance=tuple(positions[p] for p in sorted(positions)),
-            batch_size=spec_role.running_per_replica,
-            **baseline_numbers,
-        ),
-        spec_role,
-    )
 
 
 def state_from_status(spec: api.SpeculativeServingSpec, status: dict[str, Any]) -> policy.State:
@@ -311,23 +223,22 @@ def recommendation_status(decision: policy.Decision, now: float) -> dict[str, An
     ).model_dump(by_alias=True, mode="json")
 
 
-def observation_status(observation: policy.Observation, role: metrics.RoleMetrics | None, now: float) -> dict[str, Any]:
-    positions = role.per_position_acceptance if role else {}
+def observation_status(observation: policy.Observation, now: float) -> dict[str, Any]:
     return api.Observation(
         time=format_time(now),
         acceptance_rate=_round(observation.acceptance_rate),
-        mean_accepted_length=_round(role.mean_accepted_length if role else None),
+        mean_accepted_length=_round(observation.mean_accepted_length),
         draft_tokens=_round(observation.draft_tokens),
         p50_tpot_seconds=_round(observation.p50_tpot),
         p99_tpot_seconds=_round(observation.p99_tpot),
         baseline_p99_tpot_seconds=_round(observation.baseline_p99_tpot),
-        p50_ttft_seconds=_round(role.p50_ttft if role else None),
+        p50_ttft_seconds=_round(observation.p50_ttft),
         p99_ttft_seconds=_round(observation.p99_ttft),
         request_rate=_round(observation.request_rate),
-        requests_running=_round(role.running if role else None),
-        requests_waiting=_round(role.waiting if role else None),
-        kv_cache_usage=_round(role.kv_cache_usage if role else None),
-        per_position_acceptance=[round(positions[p], 4) for p in sorted(positions)][:32],
+        requests_running=_round(observation.requests_running),
+        requests_waiting=_round(observation.requests_waiting),
+        kv_cache_usage=_round(observation.kv_cache_usage),
+        per_position_acceptance=[round(rate, 4) for rate in observation.per_position_acceptance][:32],
         batch_size=_round(observation.batch_size),
         baseline_batch_size=_round(observation.baseline_batch_size),
         baseline_p50_tpot_seconds=_round(observation.baseline_p50_tpot),

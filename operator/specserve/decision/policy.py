@@ -14,7 +14,8 @@ from typing import Literal
 
 from specserve import api
 from specserve.decision import evidence
-from specserve.decision import goodput
+from specserve.decision import goodput, proposers, schedules
+from specserve.decision.acceptance import clean_per_position, per_position_for_acceptance_rate
 from specserve.engine import vllm
 
 Action = Literal["hold", "keep", "disable_speculation", "switch_variant", "enable_speculation", "set_schedule"]
@@ -26,7 +27,11 @@ MIN_MEASURED_REQUESTS = 50  # requests a window must hold before its TPOT quanti
 
 @dataclass(frozen=True)
 class Observation:
-    """What Prometheus said about one serving over one window; None means no data."""
+    """What Prometheus said about one serving over one window; None means no data.
+
+    Made where data enters (observation.readings from a poll, observation.replay from a file): per-position
+    acceptance is cleaned here, once, into probabilities that never rise with position, and read as such after.
+    """
 
     acceptance_rate: float | None = None
     draft_tokens: float | None = None
@@ -43,6 +48,15 @@ class Observation:
     baseline_batch_size: float | None = None  # running requests per baseline replica
     baseline_p50_tpot: float | None = None
     baseline_p99_ttft: float | None = None
+    # Shown in status, not judged:
+    mean_accepted_length: float | None = None
+    p50_ttft: float | None = None
+    requests_running: float | None = None
+    requests_waiting: float | None = None
+    kv_cache_usage: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "per_position_acceptance", clean_per_position(self.per_position_acceptance))
 
 
 @dataclass(frozen=True)
@@ -58,7 +72,7 @@ class State:
     probation_delay: float | None = None  # current delay before re-enabling; doubles after a failed probation
     on_probation: bool = False
     references: dict[str, float] = field(default_factory=dict)  # acceptance measured per variant
-    schedule: tuple[goodput.Range, ...] | None = None  # k by batch size in force; None: the spec's own
+    schedule: tuple[schedules.Range, ...] | None = None  # k by batch size in force; None: the spec's own
     verdicts: tuple[evidence.Verdict, ...] = ()  # speedup learned per batch-size bucket
 
 
@@ -68,20 +82,20 @@ class Setup:
 
     max_k: int = 4
     disable_above_batch_size: int | None = None
-    proposer: goodput.Proposer = field(default_factory=lambda: goodput.proposer_for("draft_model"))
+    proposer: proposers.Proposer = field(default_factory=lambda: proposers.proposer_for("draft_model"))
 
     @property
-    def table(self) -> tuple[goodput.Bucket, ...]:
-        return goodput.buckets(goodput.DEFAULT_BUCKET_STARTS, self.disable_above_batch_size)
+    def table(self) -> tuple[schedules.Bucket, ...]:
+        return schedules.buckets(schedules.DEFAULT_BUCKET_STARTS, self.disable_above_batch_size)
 
-    def ranges(self, state: State) -> tuple[goodput.Range, ...]:
+    def ranges(self, state: State) -> tuple[schedules.Range, ...]:
         """The schedule in force: the decided one within the spec's bounds, else the spec's own."""
         if state.schedule:
             return evidence.clamp(state.schedule, self.max_k, self.disable_above_batch_size)
         return evidence.spec_ranges(self.max_k, self.disable_above_batch_size)
 
     def k_at(self, state: State, batch_size: float) -> int:
-        return goodput.k_for_batch(self.ranges(state), max(1, round(batch_size)), self.max_k)
+        return schedules.k_for_batch(self.ranges(state), max(1, round(batch_size)), self.max_k)
 
     @property
     def uses_thresholds(self) -> bool:
@@ -162,7 +176,7 @@ def initial_state(policy: api.HealthPolicy, variant: str | None) -> State:
 def setup_for(spec: api.SpeculativeServingSpec, target_model: str | None = None) -> Setup:
     """The policy's view of a spec: its k, cut-off and proposer (sized for the checkpoint serving now)."""
     speculation = spec.speculation
-    return Setup(speculation.num_speculative_tokens, speculation.disable_above_batch_size, goodput.proposer_for_spec(spec, target_model))
+    return Setup(speculation.num_speculative_tokens, speculation.disable_above_batch_size, proposers.proposer_for_spec(spec, target_model))
 
 
 def _missing_data(state: State, observation: Observation, policy: api.HealthPolicy) -> str | None:
@@ -228,8 +242,8 @@ def _k_in_window(state: State, observation: Observation, setup: Setup) -> int:
 
 def _per_position(observation: Observation, k: int) -> tuple[float, ...]:
     if observation.per_position_acceptance:
-        return goodput.clean_per_position(observation.per_position_acceptance)
-    return goodput.per_position_for_acceptance_rate(observation.acceptance_rate or 0.0, max(1, k))
+        return observation.per_position_acceptance
+    return per_position_for_acceptance_rate(observation.acceptance_rate or 0.0, max(1, k))
 
 
 def _learn_speedup(state: State, observation: Observation, policy: api.HealthPolicy, setup: Setup, now: float) -> tuple[State, evidence.Measurement | None]:
@@ -274,7 +288,7 @@ def _plan(state: State, observation: Observation, policy: api.HealthPolicy, setu
 
 def _breach(
     state: State, observation: Observation, policy: api.HealthPolicy, setup: Setup, plan: evidence.Plan | None, measurement: evidence.Measurement | None,
-) -> tuple[str | None, tuple[goodput.Range, ...] | None]:
+) -> tuple[str | None, tuple[schedules.Range, ...] | None]:
     """What is wrong, if anything, and the schedule that fixes it (None: speculation off)."""
     p99, ttft = observation.p99_tpot, observation.p99_ttft
     if policy.max_p99_tpot_seconds is not None and p99 is not None and p99 > policy.max_p99_tpot_seconds:
@@ -291,7 +305,7 @@ def _breach(
     return _threshold_breach(state, observation, policy, setup)
 
 
-def _goodput_breach(policy: api.HealthPolicy, plan: evidence.Plan, measurement: evidence.Measurement | None) -> tuple[str | None, tuple[goodput.Range, ...] | None]:
+def _goodput_breach(policy: api.HealthPolicy, plan: evidence.Plan, measurement: evidence.Measurement | None) -> tuple[str | None, tuple[schedules.Range, ...] | None]:
     """With measured or learned speedup the goodput model decides: rewrite when the predicted gain clears the margin,
     or, whatever the gain, when this window's P99 TPOT or TTFT broke its allowed ratio over the baseline's while
     speculating (the mixed-workload signature) and the plan changes that."""
@@ -321,7 +335,7 @@ def _tail_regression(observation: Observation, policy: api.HealthPolicy) -> str 
     return None
 
 
-def _threshold_breach(state: State, observation: Observation, policy: api.HealthPolicy, setup: Setup) -> tuple[str | None, tuple[goodput.Range, ...] | None]:
+def _threshold_breach(state: State, observation: Observation, policy: api.HealthPolicy, setup: Setup) -> tuple[str | None, tuple[schedules.Range, ...] | None]:
     """Without a baseline's measurement the framework's thresholds judge acceptance (a look-up proposer's are its
     prior break-even, when lower). Below them, a lower k whose own acceptance clears the watch threshold is tried
     before speculation goes off."""
@@ -342,7 +356,7 @@ def _threshold_breach(state: State, observation: Observation, policy: api.Health
 def _acceptance_at(observation: Observation, k: int) -> float:
     """vLLM's acceptance rate at k: the mean of the first k per-position rates when the window has them all (it then
     does not matter which k the window drafted with), else the rate the window measured."""
-    rates = goodput.clean_per_position(observation.per_position_acceptance)
+    rates = observation.per_position_acceptance
     if 0 < k <= len(rates):
         return sum(rates[:k]) / k
     return observation.acceptance_rate or 0.0
@@ -360,7 +374,7 @@ def _disable_threshold(observation: Observation, policy: api.HealthPolicy, setup
 def _lower_k(observation: Observation, policy: api.HealthPolicy, setup: Setup, k: int) -> tuple[int, str] | None:
     """The lower k whose own acceptance (the mean of its first positions) clears the watch threshold, the one the prior
     ranks fastest at the present batch size; None without per-position data or when none clears it."""
-    rates = goodput.clean_per_position(observation.per_position_acceptance)
+    rates = observation.per_position_acceptance
     if len(rates) < 2 or k <= 1:
         return None
     candidates = [j for j in range(1, min(k, len(rates))) if sum(rates[:j]) / j >= policy.watch_below_acceptance]
@@ -414,7 +428,7 @@ def _restore_spec_k(state: State, policy: api.HealthPolicy, setup: Setup, now: f
 
 
 def _reschedule(
-    state: State, policy: api.HealthPolicy, setup: Setup, now: float, why: str, ranges: tuple[goodput.Range, ...],
+    state: State, policy: api.HealthPolicy, setup: Setup, now: float, why: str, ranges: tuple[schedules.Range, ...],
     plan: evidence.Plan | None, estimate: goodput.Estimate | None,
 ) -> Decision:
     before = evidence.short(setup.ranges(state))
