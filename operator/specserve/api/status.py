@@ -1,0 +1,117 @@
+"""The SpeculativeServing status: what the operator decided and observed, as pydantic models, and the whole object.
+
+Written only by the operator; the CRD marks it a subresource, so spec and status never share a write.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from specserve.api.spec import Model, Schedule, SpeculativeServingSpec
+
+
+class Condition(Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class Observation(Model):
+    time: str | None = None
+    acceptance_rate: float | None = None
+    mean_accepted_length: float | None = None
+    draft_tokens: float | None = None
+    p50_tpot_seconds: float | None = None
+    p99_tpot_seconds: float | None = None
+    baseline_p99_tpot_seconds: float | None = None
+    p50_ttft_seconds: float | None = None
+    p99_ttft_seconds: float | None = None
+    request_rate: float | None = None
+    requests_running: float | None = None
+    requests_waiting: float | None = None
+    kv_cache_usage: float | None = None
+    per_position_acceptance: list[float] = Field(default_factory=list, max_length=32, description="Acceptance at draft position 0, 1, ...")
+    batch_size: float | None = Field(default=None, description="Running requests per speculative replica, mean over the window.")
+    baseline_batch_size: float | None = Field(default=None, description="Running requests per baseline replica, mean over the window.")
+    baseline_p50_tpot_seconds: float | None = None
+    baseline_p99_ttft_seconds: float | None = None
+
+
+class BucketVerdict(Model):
+    """What was measured against the baseline in one batch-size bucket (decayed with age, see learnedHalfLifeSeconds)."""
+
+    lo: int = Field(ge=1, description="First batch size of the bucket.")
+    hi: int | None = Field(default=None, description="Last batch size of the bucket; unset: every larger one.")
+    k: int = Field(ge=0, description="k in force when measured.")
+    speedup: float = Field(description="Baseline P50 TPOT over the speculative one (the tail allowance when lower).")
+    correction: float = Field(description="Measured speedup over the GPU prior's at the same batch size, k and acceptance.")
+    time: str = Field(description="Newest measurement.")
+    windows: float = Field(description="Measured windows, each decayed by its age.")
+
+
+class Recommendation(Model):
+    """What the goodput model recommends now, applied or not (Observe mode shows it without applying it)."""
+
+    schedule: Schedule = Field(max_length=16, description="k by batch size, vLLM's num_speculative_tokens_per_batch_size.")
+    summary: str = Field(description="The schedule in short, e.g. k4<=31,0.")
+    predicted_gain: float = Field(description="Predicted weighted speedup over the configuration in force, minus 1.")
+    evidence: Literal["measured", "learned", "prior"]
+    estimated_speedup: float | None = Field(default=None, description="Speedup at the present batch size with the k in force.")
+    time: str | None = None
+
+
+class HealthStatus(Model):
+    """The health policy's memory, so an operator restart neither repeats nor reverses a decision."""
+
+    last_evaluation_time: str | None = None
+    consecutive_breaches: int = 0
+    last_action_time: str | None = None
+    configured_time: str | None = Field(default=None, description="When the health loop last changed the configuration in force; windows that began earlier are not judged.")
+    disabled_time: str | None = None
+    probation_seconds: float | None = None
+    on_probation: bool = False
+    references: dict[str, float] = Field(default_factory=dict, description="Acceptance measured per variant (moving average).")
+    spec_active_variant: str | None = Field(default=None, description="spec.target.activeVariant when the health loop last chose the variant.")
+    buckets: list[BucketVerdict] = Field(default_factory=list, max_length=16, description="Speedup learned per batch-size bucket against the baseline.")
+
+
+class DecisionRecord(Model):
+    time: str
+    action: Literal["hold", "keep", "disable_speculation", "switch_variant", "enable_speculation", "set_schedule"]
+    reason: str
+    speculation: bool
+    variant: str | None = None
+    schedule: Schedule | None = Field(default=None, max_length=16)
+    enforced: bool = True
+
+
+class SpeculativeServingStatus(Model):
+    observed_generation: int | None = None
+    phase: Literal["Pending", "Progressing", "Ready", "Degraded", "Invalid"] | None = None
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
+    speculation: Literal["On", "Off"] | None = Field(default=None, description="Effective speculation state.")
+    active_variant: str | None = None
+    effective_num_speculative_tokens: int | None = None
+    schedule: Schedule | None = Field(default=None, max_length=16, description="k by batch size decided by the health policy; unset: the spec's k.")
+    schedule_summary: str | None = Field(default=None, description="The speculation in force in short: k4 (k 4 at every batch size), k4<=31,0 (4 up to 31, 0 above) or off.")
+    recommendation: Recommendation | None = None
+    observation: Observation | None = None
+    decisions: list[DecisionRecord] = Field(default_factory=list, max_length=20, description="Most recent decisions, newest last.")
+    health: HealthStatus | None = None
+
+
+class SpeculativeServing(Model):
+    """The whole object, for files read by the CLI (metadata kept loosely)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    api_version: Literal["specserve.dev/v1alpha1"]
+    kind: Literal["SpeculativeServing"]
+    metadata: dict[str, Any]
+    spec: SpeculativeServingSpec
+    status: SpeculativeServingStatus | None = None
