@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from specserve import api
 from specserve import catalog
 from specserve.cli import commands
-from specserve.rendering import planner
+from specserve.rendering import planner, sizing
 from tests.helpers import EXAMPLES, load_example, minimal_spec, serving
 
 GB = 1e9
@@ -122,12 +122,12 @@ def test_fp8_kv_cache_halves_kv_bytes_per_token():
 def test_kv_heads_are_replicated_when_gpus_outnumber_them():
     shape = catalog.model_architectures()["qwen2.5-7b"]  # 4 KV heads
     engine = api.Engine()
-    assert planner.kv_bytes_per_token(shape, 28, 8, engine) == 8 * 2 * 28 * 1 * 128 * 2
+    assert sizing.kv_bytes_per_token(shape, 28, 8, engine) == 8 * 2 * 28 * 1 * 128 * 2
 
 
 def test_latent_attention_caches_one_latent_per_layer_on_every_gpu():
     shape = catalog.model_architectures()["deepseek-v3"]
-    assert planner.kv_bytes_per_token(shape, 61, 8, api.Engine()) == 8 * 61 * (512 + 64) * 2
+    assert sizing.kv_bytes_per_token(shape, 61, 8, api.Engine()) == 8 * 61 * (512 + 64) * 2
 
 
 def test_max_concurrent_sequences_use_the_catalog_context_without_max_model_len():

@@ -1,4 +1,4 @@
-"""GPU memory budget of a SpeculativeServing: weights, KV cache and concurrency for every target variant.
+"""GPU memory budget of a SpeculativeServing: weights, KV cache and concurrency for every target variant, and its verdict.
 
 Pure: spec in, Plan out. The only data read are the packaged catalogs (specserve.catalog).
 """
@@ -7,13 +7,27 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from specserve import api
-from specserve import catalog
+from specserve import api, catalog
+from specserve.rendering.sizing import (
+    GIB,
+    LONG_CONTEXT,
+    METHODS_WITH_HEADS,
+    NO_PROPOSER,
+    Notes,
+    ProposerWeights,
+    TargetChoice,
+    Weights,
+    draft_bytes,
+    gpu_memory_gib,
+    kv_bytes_per_token,
+    max_model_len,
+    proposer_weights,
+    target_weights,
+)
 
-GIB = 2**30
 
 # Memory vLLM needs besides weights and KV cache, per GPU: a fixed part for the CUDA context,
 # NCCL and all-reduce buffers and captured CUDA graphs, plus a share of the weights on that GPU
@@ -24,12 +38,6 @@ ALLOWANCE_SHARE_OF_WEIGHTS = 0.05
 MAX_DRAFT_SHARE_OF_VRAM = 0.15
 MAX_TARGET_SHARE_WITH_DRAFT = 0.70
 DRAFT_RATIO_SWEET_SPOT = (8.0, 12.0)
-HEAD_LAYERS = 1  # EAGLE and EAGLE-3 heads are one decoder layer unless described otherwise
-LONG_CONTEXT = 32768
-
-FLOAT32_DTYPES = ("float", "float32")
-FP8_KV_DTYPES = ("fp8", "fp8_e4m3", "fp8_e5m2")
-METHODS_WITH_HEADS = (api.SpeculationMethod.EAGLE, api.SpeculationMethod.EAGLE3)
 
 
 # ---------------------------------------------------------------- results
@@ -120,60 +128,19 @@ def fitting_variants(spec: api.SpeculativeServingSpec) -> set[str]:
     return {v.name for v in plan(spec).variants if v.fits and v.name is not None}
 
 
-@dataclass(frozen=True)
-class _TargetChoice:
-    name: str | None
-    model: str
-    quantization: str | None
-    architecture: api.ModelArchitecture | None
-    field: str  # where the spec describes this checkpoint, for messages
-
-
-def _target_choices(spec: api.SpeculativeServingSpec) -> list[_TargetChoice]:
+def _target_choices(spec: api.SpeculativeServingSpec) -> list[TargetChoice]:
     target = spec.target
     if not target.variants:
-        return [_TargetChoice(None, target.model, target.quantization, None, "spec.target")]
-    return [_TargetChoice(v.name, v.model, v.quantization, v.architecture, f"spec.target.variants[{i}]") for i, v in enumerate(target.variants)]
+        return [TargetChoice(None, target.model, target.quantization, None, "spec.target")]
+    return [TargetChoice(v.name, v.model, v.quantization, v.architecture, f"spec.target.variants[{i}]") for i, v in enumerate(target.variants)]
 
 
-# ---------------------------------------------------------------- one variant
-
-
-@dataclass
-class _Notes:
-    warnings: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _Weights:
-    """A checkpoint resolved to an architecture and a precision."""
-
-    model: str
-    architecture: catalog.Architecture
-    precision: str
-    bytes: float
-
-
-@dataclass(frozen=True)
-class _Proposer:
-    """What speculation adds: weights, and KV layers of a given attention shape."""
-
-    method: str
-    weights: _Weights | None = None
-    kv_layers: int = 0
-    kv_shape: catalog.Architecture | None = None
-
-
-NO_PROPOSER = _Proposer("none")
-
-
-def _plan_variant(spec: api.SpeculativeServingSpec, choice: _TargetChoice, speculation: bool) -> VariantPlan:
-    notes = _Notes()
-    gpu_gib = _gpu_memory_gib(spec.gpu, notes)
-    target = _target_weights(spec, choice, notes)
-    proposer = _proposer(spec, target, notes) if speculation else NO_PROPOSER
-    max_len = _max_model_len(spec, choice, target, notes)
+def _plan_variant(spec: api.SpeculativeServingSpec, choice: TargetChoice, speculation: bool) -> VariantPlan:
+    notes = Notes()
+    gpu_gib = gpu_memory_gib(spec.gpu, notes)
+    target = target_weights(spec, choice, notes)
+    proposer = proposer_weights(spec, target, notes) if speculation else NO_PROPOSER
+    max_len = max_model_len(spec, choice, target, notes)
     result = VariantPlan(
         name=choice.name,
         target_model=choice.model,
@@ -182,7 +149,7 @@ def _plan_variant(spec: api.SpeculativeServingSpec, choice: _TargetChoice, specu
         draft_precision=proposer.weights.precision if proposer and proposer.weights else None,
         gpu_memory_gib=gpu_gib,
         target_weights_gib=target.bytes / GIB if target else None,
-        draft_weights_gib=_draft_bytes(proposer) / GIB if proposer else None,
+        draft_weights_gib=draft_bytes(proposer) / GIB if proposer else None,
         max_model_len=max_len,
     )
     if gpu_gib is not None and target is not None and proposer is not None:
@@ -191,149 +158,10 @@ def _plan_variant(spec: api.SpeculativeServingSpec, choice: _TargetChoice, specu
     return dataclasses.replace(result, warnings=tuple(notes.warnings), errors=tuple(notes.errors))
 
 
-def _draft_bytes(proposer: _Proposer | None) -> float:
-    return proposer.weights.bytes if proposer and proposer.weights else 0.0
-
-
-# ---------------------------------------------------------------- GPUs
-
-
-def _gpu_memory_gib(gpu: api.GpuSpec, notes: _Notes) -> float | None:
-    if gpu.memory_gib is not None:
-        return gpu.memory_gib
-    if gpu.product is None:
-        notes.errors.append("GPU memory is unknown: set spec.gpu.product (a catalog product) or spec.gpu.memoryGiB")
-        return None
-    product = catalog.gpu_product(gpu.product)
-    if product is None:
-        known = ", ".join(p.name for p in catalog.gpu_products().values())
-        notes.errors.append(f"spec.gpu.product {gpu.product!r} is not in the GPU catalog ({known}): set spec.gpu.memoryGiB")
-        return None
-    return product.memory_gib
-
-
-# ---------------------------------------------------------------- models and precision
-
-
-def _target_weights(spec: api.SpeculativeServingSpec, choice: _TargetChoice, notes: _Notes) -> _Weights | None:
-    architecture = _architecture(
-        choice.model,
-        fallbacks=[catalog.model_architecture(spec.target.model)],
-        overrides=[spec.target.architecture, choice.architecture],
-    )
-    if not _described(architecture, choice.model, f"{choice.field}.architecture", ["parameters_billions", "layers", *_kv_fields(architecture)], notes):
-        return None
-    precision = _precision(choice.model, choice.quantization, spec.engine.dtype, f"{choice.field}.quantization", notes)
-    return _Weights(choice.model, architecture, precision, _bytes(architecture.parameters_billions, precision))
-
-
-def _architecture(model: str, fallbacks: list[catalog.Architecture | None], overrides: list[api.ModelArchitecture | None]) -> catalog.Architecture:
-    """The catalog entry of the model (else the first fallback found), with each spec description laid over it."""
-    base = catalog.model_architecture(model) or next((f for f in fallbacks if f is not None), None) or catalog.Architecture(name=model)
-    for override in overrides:
-        if override is not None:
-            base = dataclasses.replace(base, **override.model_dump(exclude_none=True))
-    return base
-
-
-def _kv_fields(architecture: catalog.Architecture) -> list[str]:
-    return [] if architecture.latent_attention else ["kv_heads", "head_dim"]
-
-
-def _described(architecture: catalog.Architecture, model: str, field_path: str, needed: list[str], notes: _Notes) -> bool:
-    missing = [name for name in needed if getattr(architecture, name) is None]
-    if missing:
-        listed = ", ".join(api.ModelArchitecture.model_fields[name].alias or name for name in missing)
-        notes.errors.append(f"model {model!r} is not in the model catalog: describe it in {field_path} ({listed})")
-    return not missing
-
-
-def _precision(model: str, quantization: str | None, dtype: str, field_path: str, notes: _Notes) -> str:
-    """Precision of a checkpoint's weights, by the order stated at the top of catalog/quantization.yaml."""
-    rules = catalog.quantization_rules()
-    unquantized = "fp32" if dtype in FLOAT32_DTYPES else "bf16"
-    if quantization is not None:
-        if quantization in rules.methods:
-            return rules.methods[quantization]
-        if quantization in rules.by_name:
-            hinted = catalog.name_precision(model)
-            if hinted is None:
-                notes.warnings.append(f"{field_path} {quantization!r}: the checkpoint name states no precision, assumed {rules.by_name[quantization]}")
-            return hinted or rules.by_name[quantization]
-        notes.warnings.append(f"{field_path} {quantization!r} is unknown to the planner: weights counted at {rules.bytes_per_parameter[unquantized]:g} bytes per parameter")
-        return unquantized
-    own_entry = catalog.model_architecture(model)
-    return (own_entry.precision if own_entry else None) or catalog.name_precision(model) or unquantized
-
-
-def _bytes(parameters_billions: float | None, precision: str) -> float:
-    return (parameters_billions or 0.0) * 1e9 * catalog.quantization_rules().bytes_per_parameter[precision]
-
-
-# ---------------------------------------------------------------- proposer
-
-
-def _proposer(spec: api.SpeculativeServingSpec, target: _Weights | None, notes: _Notes) -> _Proposer | None:
-    """What the spec's speculation method adds; None when its model is undescribed (an error is noted)."""
-    speculation = spec.speculation
-    method = speculation.method
-    if method in api.METHODS_WITHOUT_DRAFT:
-        return _Proposer(method)
-    if method == api.SpeculationMethod.MTP:
-        return _mtp(spec, target, notes)
-    draft = speculation.draft
-    assert draft is not None  # the API requires a draft for the remaining methods
-    architecture = _architecture(draft.model, fallbacks=[], overrides=[draft.architecture])
-    # A head's KV shape is its target's, so only a separate draft model must state its own.
-    needed = ["parameters_billions", "layers", *_kv_fields(architecture)] if method == api.SpeculationMethod.DRAFT_MODEL else ["parameters_billions"]
-    if not _described(architecture, draft.model, "spec.speculation.draft.architecture", needed, notes):
-        return None
-    precision = _precision(draft.model, draft.quantization, spec.engine.dtype, "spec.speculation.draft.quantization", notes)
-    weights = _Weights(draft.model, architecture, precision, _bytes(architecture.parameters_billions, precision))
-    if method == api.SpeculationMethod.DRAFT_MODEL:
-        return _Proposer(method, weights, architecture.layers or 0, architecture)
-    # EAGLE heads attend like their target: their KV layers have the target's shape.
-    return _Proposer(method, weights, architecture.layers or HEAD_LAYERS, target.architecture if target else None)
-
-
-def _mtp(spec: api.SpeculativeServingSpec, target: _Weights | None, notes: _Notes) -> _Proposer | None:
-    """The target's own multi-token-prediction module: described as the draft, else from the catalog."""
-    if target is None:
-        return None
-    draft = spec.speculation.draft
-    described = draft.architecture if draft and draft.architecture else api.ModelArchitecture()
-    module = target.architecture.mtp
-    parameters = described.parameters_billions or (module.parameters_billions if module else None)
-    layers = described.layers or (module.layers if module else None)
-    if parameters is None or layers is None:
-        notes.errors.append(
-            f"model {target.model!r} has no MTP module in the model catalog: describe it in spec.speculation.draft.architecture (parametersBillions, layers)"
-        )
-        return None
-    precision = target.precision
-    if draft is not None and draft.quantization is not None:
-        precision = _precision(draft.model, draft.quantization, spec.engine.dtype, "spec.speculation.draft.quantization", notes)
-    weights = _Weights(draft.model if draft else f"{target.model} (MTP module)", target.architecture, precision, _bytes(parameters, precision))
-    return _Proposer(api.SpeculationMethod.MTP, weights, layers, target.architecture)
-
-
-# ---------------------------------------------------------------- context length
-
-
-def _max_model_len(spec: api.SpeculativeServingSpec, choice: _TargetChoice, target: _Weights | None, notes: _Notes) -> int | None:
-    if spec.engine.max_model_len is not None:
-        return spec.engine.max_model_len
-    if target is None:
-        return None
-    if target.architecture.max_context is None:
-        notes.errors.append(f"max model length is unknown for {choice.model!r}: set spec.engine.maxModelLen or maxContext in {choice.field}.architecture")
-    return target.architecture.max_context
-
-
 # ---------------------------------------------------------------- the budget
 
 
-def _budget(result: VariantPlan, spec: api.SpeculativeServingSpec, target: _Weights, proposer: _Proposer, gpu_gib: float) -> VariantPlan:
+def _budget(result: VariantPlan, spec: api.SpeculativeServingSpec, target: Weights, proposer: ProposerWeights, gpu_gib: float) -> VariantPlan:
     """Usable VRAM, what the weights and the allowance leave of it for KV cache, and what that cache holds.
 
     Weights and KV cache are summed over all GPUs: vLLM shards the draft with the target's tensor
@@ -342,7 +170,7 @@ def _budget(result: VariantPlan, spec: api.SpeculativeServingSpec, target: _Weig
     gpus = spec.gpu.count
     gpu_bytes = gpus * gpu_gib * GIB
     usable = gpu_bytes * spec.engine.gpu_memory_utilization
-    weights = target.bytes + _draft_bytes(proposer)
+    weights = target.bytes + draft_bytes(proposer)
     allowance = activation_allowance(gpus, weights)
     kv_cache = usable - weights - allowance
     per_token = kv_bytes_per_token(target.architecture, target.architecture.layers or 0, gpus, spec.engine)
@@ -357,7 +185,7 @@ def _budget(result: VariantPlan, spec: api.SpeculativeServingSpec, target: _Weig
         kv_bytes_per_token=per_token,
         kv_cache_tokens=tokens,
         max_concurrent_sequences=tokens // result.max_model_len if result.max_model_len else None,
-        draft_share_of_vram=_draft_bytes(proposer) / usable,
+        draft_share_of_vram=draft_bytes(proposer) / usable,
         target_share_of_gpu_memory=target.bytes / gpu_bytes,
     )
 
@@ -367,33 +195,10 @@ def activation_allowance(gpus: int, weight_bytes: float) -> float:
     return gpus * ALLOWANCE_GIB_PER_GPU * GIB + ALLOWANCE_SHARE_OF_WEIGHTS * weight_bytes
 
 
-def kv_bytes_per_token(shape: catalog.Architecture, layers: int, gpus: int, engine: api.Engine) -> int:
-    """KV cache bytes one token takes over all tensor-parallel GPUs, for `layers` layers of this attention shape.
-
-    Standard attention: 2 (K and V) x layers x KV heads x head dim x bytes, the heads split across
-    GPUs as vLLM does (max(1, heads // GPUs) each: replicated when GPUs outnumber them).
-    Latent attention (MLA): layers x (kvLoraRank + ropeHeadDim) x bytes, kept whole on every GPU.
-    """
-    element = _kv_element_bytes(engine)
-    if shape.latent_attention is not None:
-        latent = shape.latent_attention
-        return gpus * layers * (latent.kv_lora_rank + latent.rope_head_dim) * element
-    heads_per_gpu = max(1, (shape.kv_heads or 0) // gpus)
-    return gpus * 2 * layers * heads_per_gpu * (shape.head_dim or 0) * element
-
-
-def _kv_element_bytes(engine: api.Engine) -> int:
-    if engine.kv_cache_dtype in FP8_KV_DTYPES:
-        return 1
-    if engine.kv_cache_dtype == "auto" and engine.dtype in FLOAT32_DTYPES:
-        return 4
-    return 2
-
-
 # ---------------------------------------------------------------- verdicts
 
 
-def _judge(result: VariantPlan, spec: api.SpeculativeServingSpec, target: _Weights, proposer: _Proposer, notes: _Notes) -> None:
+def _judge(result: VariantPlan, spec: api.SpeculativeServingSpec, target: Weights, proposer: ProposerWeights, notes: Notes) -> None:
     """The framework's memory rules, as errors (nothing may be applied) and warnings."""
     assert result.usable_vram_gib is not None and result.allowance_gib is not None
     weights_gib = (result.target_weights_gib or 0.0) + (result.draft_weights_gib or 0.0)
@@ -414,7 +219,7 @@ def _judge(result: VariantPlan, spec: api.SpeculativeServingSpec, target: _Weigh
     _judge_pairing(target, proposer, notes)
 
 
-def _judge_shares(result: VariantPlan, notes: _Notes) -> None:
+def _judge_shares(result: VariantPlan, notes: Notes) -> None:
     draft_share = result.draft_share_of_vram or 0.0
     target_share = result.target_share_of_gpu_memory or 0.0
     if draft_share > MAX_DRAFT_SHARE_OF_VRAM:
@@ -429,7 +234,7 @@ def _judge_shares(result: VariantPlan, notes: _Notes) -> None:
         )
 
 
-def _judge_pairing(target: _Weights, proposer: _Proposer, notes: _Notes) -> None:
+def _judge_pairing(target: Weights, proposer: ProposerWeights, notes: Notes) -> None:
     draft = proposer.weights
     assert draft is not None
     if proposer.method == api.SpeculationMethod.DRAFT_MODEL:
