@@ -205,7 +205,7 @@ def run(sizes: list[int], cycles: int, recorded: bool = False, rules_before: str
     """fill_seconds: how long Prometheus scrapes before a recorded measurement (default: the 300 s window and 15 s).
     compare_at_once: see measure; done in each phase's first poll (the recorded one when there are rules).
     recorded_only: skip the raw polls beside the rules (at 5,000 servings they take minutes each)."""
-    from specserve.observation import metrics, readings
+    from specserve.observation import metrics
     from tests.support.prometheus import Prometheus, Target, free_port
 
     phases: list[tuple[str, list[dict] | None, str]] = [("current", None, "")]

@@ -19,8 +19,10 @@ from specserve.decision.acceptance import per_position_for_token_acceptance
 from specserve.decision import proposers
 from specserve.decision import schedules
 from specserve.decision import policy
+from specserve.decision import terms
 from specserve.observation import replay
-from specserve.decision.policy import Observation, State, decide, initial_state
+from specserve.decision.policy import decide, initial_state
+from specserve.decision.terms import Observation, State
 from tests.helpers import minimal_spec
 
 DRAFT = {"method": "draft_model", "numSpeculativeTokens": 4, "draft": {"model": "meta-llama/Llama-3.2-1B-Instruct"}}
@@ -42,7 +44,7 @@ def replayed(serving, lines):
 
 
 def rewrites(decisions):
-    return [d for d in decisions if d["action"] in policy.CHANGES]
+    return [d for d in decisions if d["action"] in terms.CHANGES]
 
 
 def per_token(a, k=4):
@@ -163,7 +165,7 @@ def swinging_load(serving, minutes=120, low=8, high=150, period=300.0):
             baseline_batch_size=sum(b for _, b, _ in window) / len(window), p50_tpot=sum(ours) / len(ours), baseline_p50_tpot=sum(base) / len(base),
             k=ks.pop() if len(ks) == 1 and window[0][0] <= t - hp.window_seconds + hp.interval_seconds else None,
         )
-        decision = decide(state, observation, hp, t, policy.Ladder(), setup)
+        decision = decide(state, observation, hp, t, terms.Ladder(), setup)
         decisions.append(decision)
         state = decision.state
     return setup, state, decisions
@@ -181,7 +183,7 @@ def test_observe_mode_shows_the_recommended_schedule_without_applying_it():
     lines = trace(20, acceptance_rate=0.76, per_position_acceptance=per_token(0.76), batch_size=120, baseline_batch_size=118, p50_tpot=0.028, baseline_p50_tpot=0.020)
     serving = spec(DRAFT)
     t, observation = replay.parse_line(lines[0], 1)
-    decision = decide(initial_state(serving.health_policy, None), observation, serving.health_policy, t, policy.Ladder(), policy.setup_for(serving))
+    decision = decide(initial_state(serving.health_policy, None), observation, serving.health_policy, t, terms.Ladder(), policy.setup_for(serving))
     assert decision.plan is not None and decision.plan.schedule.k_for(120) == 0 and decision.plan.gain > 0.1
     assert decision.plan.evidence == "measured"
 
@@ -225,7 +227,7 @@ observations = st.builds(
     baseline_p99_tpot=st.one_of(st.none(), st.floats(0.001, 0.2)),
     k=st.one_of(st.none(), st.integers(0, 6)),
 )
-SETUPS = [policy.Setup(4, None, proposers.proposer_for("draft_model")), policy.Setup(3, 64, proposers.proposer_for("ngram"))]
+SETUPS = [terms.Setup(4, None, proposers.proposer_for("draft_model")), terms.Setup(3, 64, proposers.proposer_for("ngram"))]
 HP = api.HealthPolicy(consecutive_breaches=2, cooldown_seconds=600, probation_seconds=1800, interval_seconds=30, min_draft_tokens=1000)
 
 
@@ -233,7 +235,7 @@ def run(setup, stream, state=None):
     state = state or initial_state(HP, None)
     decisions = []
     for i, observation in enumerate(stream):
-        decision = decide(state, observation, HP, i * float(HP.interval_seconds), policy.Ladder(), setup)
+        decision = decide(state, observation, HP, i * float(HP.interval_seconds), terms.Ladder(), setup)
         decisions.append(decision)
         state = decision.state
     return decisions
@@ -265,7 +267,7 @@ def test_missing_data_never_changes_anything(setup, stream, observation):
     later = len(stream) * float(HP.interval_seconds)
     for missing in (Observation(error="timeout"), Observation(acceptance_rate=None, batch_size=observation.batch_size),
                     Observation(acceptance_rate=observation.acceptance_rate or 0.5, draft_tokens=10, batch_size=observation.batch_size)):
-        decision = decide(state, missing, HP, later, policy.Ladder(), setup)
+        decision = decide(state, missing, HP, later, terms.Ladder(), setup)
         assert decision.action == "hold" and decision.state == state
 
 

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from specserve import api
-from specserve.decision.policy import CHANGES, Decision, Ladder, Observation, State, decide, initial_state
+from specserve.decision.policy import decide, initial_state
+from specserve.decision.terms import CHANGES, Decision, Ladder, Observation, State
 
 POLICY = api.HealthPolicy(consecutive_breaches=3, cooldown_seconds=600, probation_seconds=1800, max_probation_seconds=7200, interval_seconds=30, min_draft_tokens=1000)
 LADDER = Ladder(("int4", "int8", "bf16"))

@@ -14,6 +14,7 @@ from typing import Any
 from specserve import api
 from specserve.api.conditions import condition
 from specserve.decision import evidence, policy
+from specserve.decision import terms
 from specserve.rendering import manifests
 
 MAX_DECISIONS = 20
@@ -27,7 +28,7 @@ EVENT_REASONS = {
 
 @dataclass(frozen=True)
 class Outcome:
-    decision: policy.Decision
+    decision: terms.Decision
     enforced: bool
     status: dict[str, Any]
     event: tuple[str, str, str] | None  # type, reason, message
@@ -99,7 +100,7 @@ def _number_moved(key: str, before: Any, after: Any) -> bool:
     return abs(after - before) > max(absolute, relative * max(abs(before), abs(after)))
 
 
-def evaluate(body: dict[str, Any], spec: api.SpeculativeServingSpec, reading: policy.Observation, now: float, fitting: frozenset[str] | None = None) -> Outcome:
+def evaluate(body: dict[str, Any], spec: api.SpeculativeServingSpec, reading: terms.Observation, now: float, fitting: frozenset[str] | None = None) -> Outcome:
     """Decide for one serving on its reading (readings.observe of a poll); in Observe mode the decision is recorded
     and announced but not enforced."""
     status = body.get("status") or {}
@@ -107,7 +108,7 @@ def evaluate(body: dict[str, Any], spec: api.SpeculativeServingSpec, reading: po
     state = state_from_status(spec, status)
     setup = policy.setup_for(spec, variant_model(spec, state.variant))
     observation = with_k_in_force(replace(reading, variant=state.variant), state, setup, hp, now)
-    ladder = policy.Ladder(tuple(v.name for v in spec.target.variants), fitting)
+    ladder = terms.Ladder(tuple(v.name for v in spec.target.variants), fitting)
     decision = policy.decide(state, observation, hp, now, ladder, setup)
     enforced = hp.mode == api.HealthMode.ENFORCE
     kept = decision.state
@@ -150,7 +151,7 @@ def variant_model(spec: api.SpeculativeServingSpec, variant: str | None) -> str 
     return next((v.model for v in spec.target.variants if v.name == variant), None)
 
 
-def with_k_in_force(observation: policy.Observation, state: policy.State, setup: policy.Setup, hp: api.HealthPolicy, now: float) -> policy.Observation:
+def with_k_in_force(observation: terms.Observation, state: terms.State, setup: terms.Setup, hp: api.HealthPolicy, now: float) -> terms.Observation:
     """The k the configuration gives at the window's batch size, when the whole window ran under it; unknown when
     the last action falls inside the window (the policy then measures the window but does not learn from it)."""
     if observation.batch_size is None or (state.configured_at is not None and now - state.configured_at < hp.window_seconds):
@@ -158,7 +159,7 @@ def with_k_in_force(observation: policy.Observation, state: policy.State, setup:
     return replace(observation, k=setup.k_at(state, observation.batch_size))
 
 
-def state_from_status(spec: api.SpeculativeServingSpec, status: dict[str, Any]) -> policy.State:
+def state_from_status(spec: api.SpeculativeServingSpec, status: dict[str, Any]) -> terms.State:
     """The policy's state as the last decision left it; a changed spec.target.activeVariant is new intent."""
     health = status.get("health") or {}
     speculation = status.get("speculation", "On") != "Off"
@@ -167,7 +168,7 @@ def state_from_status(spec: api.SpeculativeServingSpec, status: dict[str, Any]) 
     intent = intended_variant(spec)
     if variant not in declared or (health.get("specActiveVariant") not in (None, intent)):
         variant = intent
-    return policy.State(
+    return terms.State(
         speculation=speculation,
         variant=variant,
         consecutive_breaches=int(health.get("consecutiveBreaches") or 0),
@@ -194,7 +195,7 @@ def intended_variant(spec: api.SpeculativeServingSpec) -> str | None:
     return spec.target.active_variant or (spec.target.variants[0].name if spec.target.variants else None)
 
 
-def health_status(state: policy.State, spec: api.SpeculativeServingSpec, now: float) -> dict[str, Any]:
+def health_status(state: terms.State, spec: api.SpeculativeServingSpec, now: float) -> dict[str, Any]:
     return api.HealthStatus(
         last_evaluation_time=format_time(now),
         consecutive_breaches=state.consecutive_breaches,
@@ -212,7 +213,7 @@ def health_status(state: policy.State, spec: api.SpeculativeServingSpec, now: fl
     ).model_dump(by_alias=True, mode="json")  # explicit nulls clear what no longer holds (merge patch)
 
 
-def recommendation_status(decision: policy.Decision, now: float) -> dict[str, Any] | None:
+def recommendation_status(decision: terms.Decision, now: float) -> dict[str, Any] | None:
     """The goodput model's recommendation, shown whether or not it is applied; None when nothing was measured."""
     plan, estimate = decision.plan, decision.estimate
     if plan is None:
@@ -223,7 +224,7 @@ def recommendation_status(decision: policy.Decision, now: float) -> dict[str, An
     ).model_dump(by_alias=True, mode="json")
 
 
-def observation_status(observation: policy.Observation, now: float) -> dict[str, Any]:
+def observation_status(observation: terms.Observation, now: float) -> dict[str, Any]:
     return api.Observation(
         time=format_time(now),
         acceptance_rate=_round(observation.acceptance_rate),
@@ -246,7 +247,7 @@ def observation_status(observation: policy.Observation, now: float) -> dict[str,
     ).model_dump(by_alias=True, mode="json")  # explicit nulls: no stale numbers beside a fresh time
 
 
-def _conditions(decision: policy.Decision, observation: policy.Observation, generation: int | None) -> list[dict[str, Any]]:
+def _conditions(decision: terms.Decision, observation: terms.Observation, generation: int | None) -> list[dict[str, Any]]:
     """The two conditions the health loop owns; the writer merges them into the latest status."""
     if observation.error:
         available = condition("MetricsAvailable", "False", "PrometheusUnavailable", decision.reason, generation)
@@ -265,7 +266,7 @@ def _conditions(decision: policy.Decision, observation: policy.Observation, gene
     return [available, healthy]
 
 
-def _event(status: dict[str, Any], decision: policy.Decision, enforced: bool) -> tuple[str, str, str] | None:
+def _event(status: dict[str, Any], decision: terms.Decision, enforced: bool) -> tuple[str, str, str] | None:
     if decision.changes:
         type_, reason = EVENT_REASONS[decision.action]
         prefix = "" if enforced else "Observe mode, not applied: "
@@ -277,7 +278,7 @@ def _event(status: dict[str, Any], decision: policy.Decision, enforced: bool) ->
     return None
 
 
-def _record(decision: policy.Decision, state: policy.State, enforced: bool, now: float) -> dict[str, Any]:
+def _record(decision: terms.Decision, state: terms.State, enforced: bool, now: float) -> dict[str, Any]:
     return api.DecisionRecord(
         time=format_time(now) or "", action=decision.action, reason=decision.reason[:1024],
         speculation=state.speculation, variant=state.variant, enforced=enforced or not decision.changes,

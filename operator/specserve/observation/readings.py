@@ -5,7 +5,7 @@ Per-position acceptance is cleaned (probabilities that never rise with position)
 
 from __future__ import annotations
 
-from specserve.decision.policy import Observation
+from specserve.decision.terms import Observation
 from specserve.observation.metrics import MetricsError, Poll
 from specserve.rendering import manifests
 

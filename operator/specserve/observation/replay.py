@@ -14,6 +14,7 @@ from typing import Any
 from specserve import api
 from specserve.decision import judgment
 from specserve.decision import policy
+from specserve.decision import terms
 
 FIELDS = ("acceptance_rate", "draft_tokens", "p50_tpot", "p99_tpot", "baseline_p99_tpot", "p99_ttft", "request_rate")  # numbers or null
 BATCH_SIZES = ("batch_size", "baseline_batch_size")  # running requests per replica: numbers >= 0 or null
@@ -31,7 +32,7 @@ def replay(spec: api.SpeculativeServingSpec, lines: Iterable[str], fitting: froz
     variants = tuple(v.name for v in spec.target.variants)
     start = spec.target.active_variant or (variants[0] if variants else None)
     state = policy.initial_state(spec.health_policy, start)
-    ladder = policy.Ladder(variants, fitting)
+    ladder = terms.Ladder(variants, fitting)
     previous: tuple[int, float] | None = None  # line number and t of the last observation
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -49,7 +50,7 @@ def replay(spec: api.SpeculativeServingSpec, lines: Iterable[str], fitting: froz
         }
 
 
-def _k_in_force(state: policy.State, setup: policy.Setup, observation: policy.Observation) -> int:
+def _k_in_force(state: terms.State, setup: terms.Setup, observation: terms.Observation) -> int:
     """k after the decision at the line's batch size (the largest k of the schedule when the line has none)."""
     if not state.speculation:
         return 0
@@ -58,7 +59,7 @@ def _k_in_force(state: policy.State, setup: policy.Setup, observation: policy.Ob
     return max(k for _, _, k in setup.ranges(state))
 
 
-def parse_line(line: str, number: int) -> tuple[float, policy.Observation]:
+def parse_line(line: str, number: int) -> tuple[float, terms.Observation]:
     """One observation line; ReplayError naming the line (and the key) for anything replay would have to guess about."""
     try:
         record = json.loads(line)
@@ -78,7 +79,7 @@ def parse_line(line: str, number: int) -> tuple[float, policy.Observation]:
     if variant is not None and not isinstance(variant, str):
         raise ReplayError(f"line {number}: variant must be a string or null")
     positions, k = _positions(record, number), _k(record, number)
-    return float(record["t"]), policy.Observation(variant=variant, per_position_acceptance=positions, k=k, **values)
+    return float(record["t"]), terms.Observation(variant=variant, per_position_acceptance=positions, k=k, **values)
 
 
 def _check_keys(record: dict[str, Any], number: int) -> None:
