@@ -2,7 +2,7 @@
 
 from specserve.decision import judgment
 from specserve.observation import metrics
-from tests.unit.test_health import BODY, judge, poll, spec
+from tests.unit.test_judgment import BODY, judge, poll, spec
 
 
 def judged(previous_status, result, now):
