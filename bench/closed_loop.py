@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import RESULTS, ROOT, import_from_repository, write_json
 RECORDS_ENV = "SPECSERVE_CL_RECORDS"
 
 
@@ -66,8 +66,7 @@ def simulator_main(argv: list[str]) -> int:
 if __name__ == "__main__" and sys.argv[1:2] == ["--simulator"]:
     sys.exit(simulator_main(sys.argv[2:]))
 
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "operator"))
+import_from_repository()
 
 import yaml  # noqa: E402
 
@@ -101,7 +100,6 @@ MIX_FLIP_SECONDS = 5.0
 RUNS = {"managed": ("managed", SPEC), "always_on": ("on4", SPEC), "always_off": ("on4", BASE), "fixed_k2": ("on2", SPEC), "managed_baseline": ("managed", BASE)}
 ALL_RUNS = dict(RUNS)
 FIXED = ("always_on", "always_off", "fixed_k2")
-RESULTS = ROOT / "bench" / "results"
 
 
 def spec_for(runner: PodRunner, k: int, mode: str, baseline: int) -> dict[str, Any]:
@@ -366,8 +364,11 @@ def p99_curve(records: list[dict[str, Any]], begin: float, end: float, width: fl
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"matplotlib is not installed: {path} not drawn (pip install -e '.[bench]')", file=sys.stderr)
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -441,9 +442,8 @@ def main() -> None:
     result = run(args)
     if args.partial:
         result = {"partial": args.partial, **result}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(args.out, result)  # before the plot: a missing matplotlib must not cost the measurement
     plot(result, args.plot)
-    args.out.write_text(json.dumps(result, indent=1))
     print(table(result))
     print(json.dumps(result["overall"], indent=1))
     print(json.dumps(result["target"], indent=1))

@@ -26,8 +26,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from harness import ROOT, import_from_repository, loadavg  # noqa: E402
+
+import_from_repository()
 
 WINDOW = 60
 RULES = ROOT / "manifests" / "monitoring" / "prometheusrule.yaml"
@@ -156,10 +157,6 @@ def _self_metrics(url: str) -> dict[str, Any]:
             group = line.split('rule_group="', 1)[1].split('"', 1)[0].rsplit(";", 1)[-1]
             found[names[metric]][group] = float(line.rsplit(" ", 1)[1])
     return found
-
-
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def wait_for_load(max_load: float | None, patience: float = 1200.0) -> dict[str, Any]:

@@ -16,8 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from harness import ROOT, import_from_repository  # noqa: E402
+
+import_from_repository()
 
 from specserve.settings import OperatorSettings  # noqa: E402
 from tests.helpers import serving  # noqa: E402

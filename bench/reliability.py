@@ -24,8 +24,9 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from harness import ROOT, import_from_repository  # noqa: E402
+
+import_from_repository()
 
 from specserve.cluster import kube as k
 from specserve.rendering import manifests

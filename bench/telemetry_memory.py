@@ -22,8 +22,9 @@ from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "operator"))
+from harness import ROOT, import_from_repository  # noqa: E402
+
+import_from_repository()
 
 from specserve.telemetry import ACTIONS, Telemetry  # noqa: E402
 

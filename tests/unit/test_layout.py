@@ -87,3 +87,29 @@ def test_the_simulator_is_a_package_of_its_own_with_its_readme():
     simulator = ROOT / "operator" / "specserve_simulator"
     assert (simulator / "__init__.py").exists() and (simulator / "README.md").exists()
     assert not (PACKAGE / "simulator").exists()
+
+
+def readme_module_map() -> set[str]:
+    """The paths the README's Layout block names, from its indentation (two spaces a level)."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Layout\n", 1)[1].split("```\n", 2)[1]
+    named: set[str] = set()
+    folders: list[str] = []
+    for line in block.splitlines():
+        entry = line.split()[0]
+        depth = (len(line) - len(line.lstrip())) // 2
+        folders = folders[:depth]
+        path = "/".join([*folders, entry.rstrip("/")])
+        named.add(path)
+        if entry.endswith("/"):
+            folders.append(entry.rstrip("/"))
+    return named
+
+
+def test_the_readmes_module_map_matches_the_tree():
+    named = readme_module_map()
+    modules = {
+        str(path.relative_to(ROOT)) for path in PACKAGE.rglob("*.py") if path.name not in ("__init__.py", "__main__.py")
+    }
+    assert sorted(modules - named) == [], "modules the README's Layout does not name"
+    assert sorted(p for p in named if not (ROOT / p).exists()) == [], "paths the README's Layout names that do not exist"

@@ -1,4 +1,4 @@
-"""The SpeculativeServing API: spec and status as pydantic models.
+"""The SpeculativeServing API: the spec as pydantic models, and the base every model of the API shares.
 
 These models are the single source of truth; crd.py generates the CRD (schema, defaults, CEL rules) from them.
 """
