@@ -12,8 +12,7 @@ from typing import Any
 import kopf
 
 from specserve import api
-from specserve.cluster import lifecycle
-from specserve.cluster import indexes
+from specserve.cluster import indexes, lifecycle
 from specserve.settings import OperatorSettings
 
 # Its own registry: importing specserve.cluster.lifecycle registers the operator's real handlers in Kopf's default one.

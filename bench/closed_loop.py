@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import RESULTS, ROOT, import_from_repository, write_json
+
 RECORDS_ENV = "SPECSERVE_CL_RECORDS"
 
 

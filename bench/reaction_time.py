@@ -20,6 +20,8 @@ from harness import ROOT, import_from_repository  # noqa: E402
 
 import_from_repository()
 
+import kmock  # noqa: E402
+
 from specserve.settings import OperatorSettings  # noqa: E402
 from tests.helpers import serving  # noqa: E402
 from tests.integration import test_health_loop as scenario  # noqa: E402
@@ -27,8 +29,6 @@ from tests.integration.conftest import NAMESPACE, declare_resources, running_ope
 from tests.integration.emulator import SpecServeEmulator  # noqa: E402
 from tests.integration.simulator_process import running_simulator  # noqa: E402
 from tests.support.prometheus import Prometheus, Target  # noqa: E402
-
-import kmock  # noqa: E402
 
 SCRAPE_SECONDS, POLL_SECONDS, BEFORE, AFTER = 1.0, 1.0, 0.8, 0.25
 K = 4  # num_speculative_tokens of the scenario's spec (the default)

@@ -209,8 +209,8 @@ def measure_floor(n: int, args: argparse.Namespace, cluster: Cluster, source: Pa
     operator's API pool. Converge is measured as for the operator; the time each kind of call took is recorded."""
     sys.path.insert(0, str(source / "operator"))
     from specserve import api as serving_api
-    from specserve.rendering import manifests
     from specserve.cluster import servings
+    from specserve.rendering import manifests
 
     row: dict[str, Any] = {"servings": n, "operator": "floor: no operator, the same objects applied directly"}
     cluster.up()

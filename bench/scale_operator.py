@@ -20,7 +20,6 @@ from harness import ROOT, free_port, proc_cpu_seconds, proc_status_mib
 from scale_cluster import Api, owned_counts, quiet_after
 from scale_probe import TRACEMALLOC_FRAMES, probe
 
-
 CLOSED_PROMETHEUS = "http://127.0.0.1:9"  # nothing listens: the health loop holds, no DNS look-ups
 
 

@@ -30,7 +30,6 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from matplotlib.lines import Line2D
 
     fig, (times, memory, poll) = plt.subplots(1, 3, figsize=(16, 7))

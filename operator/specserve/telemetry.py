@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib import metadata
 from dataclasses import dataclass, field
+from importlib import metadata
 from threading import Lock, Thread
 from typing import Any
 from wsgiref.simple_server import WSGIServer

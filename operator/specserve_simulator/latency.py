@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from specserve.decision import goodput
-from specserve.decision import calibration
-from specserve.decision import proposers
+from specserve.decision import calibration, goodput, proposers
 from specserve_simulator import sizing
 from specserve_simulator.args import ServeConfig
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import gc_collector, platform_collector, process_collector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gc_collector, generate_latest, platform_collector, process_collector
 
 from specserve_simulator import catalog
 from specserve_simulator.args import ServeConfig

@@ -10,9 +10,9 @@ import time
 from typing import Any
 
 from specserve_simulator.engine import Engine
+from specserve_simulator.metrics import EngineMetrics
 from specserve_simulator.records import Finished, RequestSpec
 from specserve_simulator.workload import Workload
-from specserve_simulator.metrics import EngineMetrics
 
 MIN_SLEEP = 0.002  # wall seconds; shorter leads are carried to the next step
 MAX_LAG = 0.25  # wall seconds behind schedule before the clocks are re-anchored

@@ -21,9 +21,9 @@ import kopf
 import pytest
 import yaml
 
+from specserve.api.conditions import find as find_condition
 from specserve.cluster import kube as k
 from specserve.rendering import manifests
-from specserve.api.conditions import find as find_condition
 from tests.e2e.cluster import SERVINGS, create, eventually, get, merge_patch
 from tests.e2e.conftest import ROOT, apply_crd, new_namespace
 from tests.e2e.operator_process import OperatorProcess, running_operator

@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 
 from specserve.cluster import indexes
-from specserve.rendering import manifests
 from specserve.cluster import kube as k
+from specserve.rendering import manifests
 from tests.e2e.cluster import create, eventually, get
 from tests.helpers import serving
 

@@ -26,10 +26,10 @@ from typing import Any
 
 import pytest
 
-from specserve.decision import schedules
 from specserve.cluster import kube as k
+from specserve.decision import schedules
 from specserve.rendering import manifests
-from tests.e2e.cluster import create, eventually, events_of, status_of
+from tests.e2e.cluster import create, events_of, eventually, status_of
 from tests.e2e.conftest import delete_namespace, delete_servings_then_namespace, new_namespace
 from tests.e2e.operator_process import running_operator
 from tests.helpers import serving

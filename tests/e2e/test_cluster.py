@@ -15,14 +15,14 @@ from kubernetes.client.exceptions import ApiException
 
 from specserve import api
 from specserve.cluster import availability
-from specserve.rendering import manifests
 from specserve.cluster import kube as k
+from specserve.rendering import manifests
 from tests.e2e.cluster import (
     PhaseRecorder,
     condition_of,
     create,
-    eventually,
     events_of,
+    eventually,
     get,
     merge_patch,
     status_of,

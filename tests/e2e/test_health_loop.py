@@ -18,9 +18,8 @@ from typing import Any
 
 import pytest
 
-from specserve.decision import schedules
-from specserve.decision import judgment
 from specserve.cluster import kube as k
+from specserve.decision import judgment, schedules
 from specserve.rendering import manifests
 from tests.e2e.cluster import condition_of, create, events_of, eventually, get, status_of
 from tests.e2e.conftest import delete_namespace, delete_servings_then_namespace, new_namespace

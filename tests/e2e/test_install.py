@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from specserve.cluster import kube as k
-from tests.e2e.cluster import create, eventually, events_of, get, status_of
+from tests.e2e.cluster import create, events_of, eventually, get, status_of
 from tests.e2e.conftest import new_namespace
 from tests.e2e.installs import (
     CRD_COPIES,

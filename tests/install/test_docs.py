@@ -114,8 +114,8 @@ def test_readme_worked_example_quotes_what_the_closed_loop_decides() -> None:
 
 
 def test_operating_guide_lists_every_health_event_and_decision_action() -> None:
-    from specserve.decision import judgment
     from specserve import telemetry
+    from specserve.decision import judgment
 
     guide = (DOCS / "operating.md").read_text()
     for type_, reason in judgment.EVENT_REASONS.values():

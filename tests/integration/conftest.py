@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import kmock
-import kubernetes
 import kopf
+import kubernetes
 import pytest
 import yaml
 

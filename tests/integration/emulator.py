@@ -39,8 +39,8 @@ from typing import Any
 
 import aiohttp.web
 import jsonpatch
-import yaml
 import kmock
+import yaml
 from kmock._internal import enums, k8s, rendering  # the public API has no hooks for this
 from kmock._internal.dicts import patch_dict
 

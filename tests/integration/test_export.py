@@ -15,8 +15,7 @@ import pytest
 import yaml
 
 from specserve.cli import commands
-from specserve.observation import export
-from specserve.observation import metrics
+from specserve.observation import export, metrics
 from specserve.rendering import manifests
 from tests.helpers import serving
 from tests.integration.simulator_process import running_simulator

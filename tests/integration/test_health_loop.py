@@ -17,7 +17,7 @@ from specserve import api
 from specserve.rendering import manifests
 from specserve.settings import OperatorSettings
 from tests.helpers import serving
-from tests.integration.conftest import DEPLOYMENTS, NAMESPACE, SERVINGS, eventually, events_for, live, mark_available, running_operator
+from tests.integration.conftest import DEPLOYMENTS, NAMESPACE, SERVINGS, events_for, eventually, live, mark_available, running_operator
 from tests.integration.simulator_process import running_simulator
 from tests.support.fast_policy import EXPECTED_REACTION, POLICY
 from tests.support.prometheus import Prometheus, Target

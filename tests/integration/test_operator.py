@@ -7,7 +7,7 @@ import json
 
 from specserve import api
 from tests.helpers import serving
-from tests.integration.conftest import DEPLOYMENTS, NAMESPACE, SERVICES, SERVINGS, eventually, events_for, live
+from tests.integration.conftest import DEPLOYMENTS, NAMESPACE, SERVICES, SERVINGS, events_for, eventually, live
 
 SERVINGS_URL = f"/apis/specserve.dev/v1alpha1/namespaces/{NAMESPACE}/speculativeservings"
 DEPLOYMENTS_URL = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from specserve.cluster import indexes
-from specserve.cluster import kube
+from specserve.cluster import indexes, kube
 
 
 def deployment(name: str, serving: str, namespace: str = "team", uid: str = "u-1") -> dict:

@@ -2,8 +2,7 @@
 
 import pytest
 
-from specserve import api
-from specserve import catalog
+from specserve import api, catalog
 from tests.helpers import EXAMPLES, load_example
 
 ISSUE_GPUS = ["A10G", "L4", "L40S", "A100-40GB", "A100-80GB", "H100-80GB", "H200-141GB", "B200"]

@@ -9,7 +9,8 @@ import yaml
 
 from specserve import api
 from specserve.api import crd
-from tests.helpers import CEL_CASES as CASES, EXAMPLES, ROOT, apply_defaults, load_example, serving
+from tests.helpers import CEL_CASES as CASES
+from tests.helpers import EXAMPLES, ROOT, apply_defaults, load_example, serving
 
 COMMITTED = ROOT / "crds" / "specserve.dev_speculativeservings.yaml"
 

@@ -13,10 +13,8 @@ import pytest
 import yaml
 
 from specserve.cli import commands
-from specserve.observation import export
-from specserve.observation import metrics
+from specserve.observation import export, metrics, replay
 from specserve.rendering import manifests
-from specserve.observation import replay
 from tests.helpers import serving
 
 NOW = 1_767_258_000.7

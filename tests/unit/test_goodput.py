@@ -16,11 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from specserve import api, catalog
-from specserve.decision import goodput
-from specserve.decision import acceptance
-from specserve.decision import calibration
-from specserve.decision import proposers
-from specserve.decision import schedules
+from specserve.decision import acceptance, calibration, goodput, proposers, schedules
 from specserve.decision.calibration import ModelSize
 from tests.helpers import minimal_spec
 from tests.support import vllm_parser

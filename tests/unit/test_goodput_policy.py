@@ -13,16 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from specserve import api
-from specserve.decision import evidence
-from specserve.decision import goodput
+from specserve.decision import evidence, goodput, policy, proposers, schedules, terms
 from specserve.decision.acceptance import per_position_for_token_acceptance
-from specserve.decision import proposers
-from specserve.decision import schedules
-from specserve.decision import policy
-from specserve.decision import terms
-from specserve.observation import replay
 from specserve.decision.policy import decide, initial_state
 from specserve.decision.terms import Observation, State
+from specserve.observation import replay
 from tests.helpers import minimal_spec
 
 DRAFT = {"method": "draft_model", "numSpeculativeTokens": 4, "draft": {"model": "meta-llama/Llama-3.2-1B-Instruct"}}

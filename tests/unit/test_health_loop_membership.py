@@ -8,10 +8,9 @@ import asyncio
 import kopf
 from kopf._cogs.aiokits import aiotoggles
 
-from specserve.observation.poller import Poller
-from specserve.cluster import availability, health_loop
-from specserve.cluster import indexes
+from specserve.cluster import availability, health_loop, indexes
 from specserve.observation import metrics
+from specserve.observation.poller import Poller
 from tests.helpers import serving
 
 

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from specserve import api
-from specserve import catalog
+from specserve import api, catalog
 from specserve.cli import commands
 from specserve.rendering import planner, sizing
 from tests.helpers import EXAMPLES, load_example, minimal_spec, serving

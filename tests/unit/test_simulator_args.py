@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from specserve import api
-from specserve.rendering import manifests
-from specserve.engine import vllm
 from specserve.cli.commands import render_document
+from specserve.engine import vllm
+from specserve.rendering import manifests
 from specserve_simulator import args, speculative
 from tests.helpers import EXAMPLES, load_example
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from specserve.decision import goodput
-from specserve.decision import schedules
+from specserve.decision import goodput, schedules
 from specserve_simulator import args
 from specserve_simulator.engine import Engine
 from specserve_simulator.records import RequestSpec

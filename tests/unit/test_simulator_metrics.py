@@ -9,8 +9,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from specserve.engine import vllm
 from specserve_simulator import args, catalog
 from specserve_simulator.engine import Engine
-from specserve_simulator.workload import Workload
 from specserve_simulator.metrics import EngineMetrics
+from specserve_simulator.workload import Workload
 
 NGRAM = ["--speculative-config", json.dumps({"method": "ngram", "num_speculative_tokens": 5})]
 BASE = {("engine", "0"), ("model_name", "m")}

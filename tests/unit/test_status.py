@@ -2,9 +2,8 @@
 
 from specserve import api
 from specserve.api.conditions import condition, merge_conditions
-from specserve.cluster import availability, drift, lifecycle, reconcile
+from specserve.cluster import availability, drift, lifecycle, reconcile, servings
 from specserve.rendering import manifests
-from specserve.cluster import servings
 from tests.helpers import minimal_spec
 
 SPEC = api.SpeculativeServingSpec.model_validate(minimal_spec())

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from specserve import api
+from specserve.cli.commands import render_document
 from specserve.engine import vllm
 from specserve.rendering import manifests
-from specserve.cli.commands import render_document
 from tests.helpers import EXAMPLES, load_example, minimal_spec
 from tests.support import vllm_parser
 

@@ -20,13 +20,11 @@ from specserve import api
 from specserve.api import crd
 from specserve.cli import inputs
 from specserve.cluster import kube
-from specserve.rendering import planner
-from specserve.rendering import manifests
+from specserve.rendering import manifests, planner
 from specserve.settings import OperatorSettings
 
 if TYPE_CHECKING:
-    from specserve.observation import export
-    from specserve.observation import metrics
+    from specserve.observation import export, metrics
 
 REFUSED = 1  # exit code of `plan` and `render` when the operator would refuse a serving (its MemoryBudget verdict blocks)
 
@@ -169,8 +167,7 @@ def _refuse_if_blocking(command: str, document: inputs.Document, verdict: planne
 
 
 def _export(args: argparse.Namespace) -> int:
-    from specserve.observation import export
-    from specserve.observation import metrics
+    from specserve.observation import export, metrics
 
     serving = _one_serving(args.file, "export")
     span = _time_range(args, serving.spec.health_policy.interval_seconds)

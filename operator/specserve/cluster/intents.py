@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from specserve import api
-from specserve.rendering import planner
-from specserve.rendering import manifests
 from specserve.cluster.servings import decision_state, owner_of
+from specserve.rendering import manifests, planner
 
 REMEMBERED = 512  # versions kept; Kopf lists servings, Deployments and Services in the same name order, so the three
 # renders of one serving come close together, and 512 renderings (some 8 MB at 2 objects each) cover that distance

@@ -12,7 +12,8 @@ import kopf
 import pydantic
 
 from specserve import api
-from specserve.api.conditions import condition, find as _find_condition, merge_conditions
+from specserve.api.conditions import condition, merge_conditions
+from specserve.api.conditions import find as _find_condition
 from specserve.cluster import applying, indexes, intents, kube
 from specserve.cluster.availability import serving_status, status_changed
 from specserve.decision import judgment

@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from specserve import api
+from specserve.api.conditions import find
 from specserve.decision import judgment
 from specserve.rendering import manifests
-from specserve.api.conditions import find
 
 
 def owner_of(body: dict[str, Any]) -> manifests.Owner:

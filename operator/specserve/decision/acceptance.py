@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+
 def clean_per_position(per_position: Sequence[float]) -> tuple[float, ...]:
     """Per-position rates as probabilities that never rise with position (accepting i+1 needs i accepted)."""
     cleaned: list[float] = []

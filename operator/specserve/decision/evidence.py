@@ -11,8 +11,7 @@ import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from specserve.decision import goodput
-from specserve.decision import schedules
+from specserve.decision import goodput, schedules
 
 COMPARABLE_BATCH_RATIO = 2.0  # speculative and baseline replicas whose batch sizes differ more are not compared
 VERDICT_WEIGHT = 0.3  # weight of a new window in a bucket's verdict (moving average)

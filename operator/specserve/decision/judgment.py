@@ -13,8 +13,7 @@ from typing import Any
 
 from specserve import api
 from specserve.api.conditions import condition
-from specserve.decision import evidence, policy
-from specserve.decision import terms
+from specserve.decision import evidence, policy, terms
 from specserve.rendering import manifests
 
 MAX_DECISIONS = 20

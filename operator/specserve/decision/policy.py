@@ -12,8 +12,7 @@ import math
 from dataclasses import replace
 
 from specserve import api
-from specserve.decision import evidence
-from specserve.decision import goodput, proposers, schedules
+from specserve.decision import evidence, goodput, proposers, schedules
 from specserve.decision.acceptance import per_position_for_acceptance_rate
 from specserve.decision.terms import Decision, Ladder, Observation, Setup, State
 from specserve.engine import vllm

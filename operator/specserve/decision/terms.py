@@ -11,7 +11,6 @@ from typing import Literal
 from specserve.decision import evidence, goodput, proposers, schedules
 from specserve.decision.acceptance import clean_per_position
 
-
 Action = Literal["hold", "keep", "disable_speculation", "switch_variant", "enable_speculation", "set_schedule"]
 
 

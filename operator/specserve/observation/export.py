@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from specserve.observation import metrics
+from specserve.observation import metrics, replay
 from specserve.rendering import manifests
-from specserve.observation import replay
 
 # Observation fields filled from the speculative role's series of the poller's query of the same name.
 EXPORTED = ("acceptance_rate", "draft_tokens", "p50_tpot", "p99_tpot", "p99_ttft", "request_rate")

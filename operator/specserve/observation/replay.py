@@ -12,9 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from specserve import api
-from specserve.decision import judgment
-from specserve.decision import policy
-from specserve.decision import terms
+from specserve.decision import judgment, policy, terms
 
 FIELDS = ("acceptance_rate", "draft_tokens", "p50_tpot", "p99_tpot", "baseline_p99_tpot", "p99_ttft", "request_rate")  # numbers or null
 BATCH_SIZES = ("batch_size", "baseline_batch_size")  # running requests per replica: numbers >= 0 or null

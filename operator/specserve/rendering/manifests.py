@@ -10,8 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from specserve import api
-from specserve import catalog
+from specserve import api, catalog
 from specserve.decision import evidence
 from specserve.engine import vllm
 

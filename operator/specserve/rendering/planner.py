@@ -28,7 +28,6 @@ from specserve.rendering.sizing import (
     target_weights,
 )
 
-
 # Memory vLLM needs besides weights and KV cache, per GPU: a fixed part for the CUDA context,
 # NCCL and all-reduce buffers and captured CUDA graphs, plus a share of the weights on that GPU
 # for the activation peak of vLLM's profiling run (wider models have larger activations).

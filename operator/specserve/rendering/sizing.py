@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 from specserve import api, catalog
 
-
 GIB = 2**30
 
 
