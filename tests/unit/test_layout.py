@@ -113,3 +113,10 @@ def test_the_readmes_module_map_matches_the_tree():
     }
     assert sorted(modules - named) == [], "modules the README's Layout does not name"
     assert sorted(p for p in named if not (ROOT / p).exists()) == [], "paths the README's Layout names that do not exist"
+
+
+def test_no_two_modules_of_the_operator_differ_only_by_a_suffix():
+    """render/rendering, health/healthloop, plan/plan_report: one name per idea."""
+    names = sorted({path.stem for path in PACKAGE.rglob("*.py") if path.stem not in ("__init__", "__main__")} | {p.name for p in PACKAGE.iterdir() if p.is_dir()})
+    pairs = [(a, b) for a in names for b in names if a != b and b.startswith(a)]
+    assert pairs == []
