@@ -4,7 +4,7 @@ place through the worker extension, no restart) and each batch size of the ladde
 streaming clients and record one point. Writes $RESDIR/results.json after every point (the fixture
 format), a one-line-per-event $RESDIR/progress.log and each server's log.
 
-    bench.py [CONFIG,CONFIG,...]       env: BS, WARM_S, WINDOW_S, START_TIMEOUT, RESDIR, CONFIGS_JSON
+    bench.py [CONFIG,CONFIG,...]       env: BS, BS_<config>, BS2, WARM_S, WINDOW_S, START_TIMEOUT, RESDIR, CONFIGS_JSON
     BENCH_SERVER="python3 fake_vllm.py" runs it against the CPU stand-in (a dry run of the client side).
 """
 
@@ -284,7 +284,11 @@ def run_config(name: str) -> None:
                     res.setdefault("errors", []).append(f"set acceptance {acc}: {e!r}"[:300])
                     log(f"{name}: cannot set acceptance {acc}: {e!r}")
                     continue
-            for i, b in enumerate(BS):
+            ladder = [int(x) for x in os.environ.get(f"BS_{name}", ",".join(map(str, BS))).split(",")]
+            if acc != accs[0] and os.environ.get("BS2"):  # a shorter ladder for the second acceptance
+                ladder = [int(x) for x in os.environ["BS2"].split(",")]
+            for b in ladder:
+                i = BS.index(b) if b in BS else len(BS) + b
                 p = asyncio.run(point(base, model, b, 10 * i + 1))  # the same prompts at a given b in every config
                 p = {"b": b, "acceptance_forced": acc, "k_scheduled": parsing.k_at(schedule, k, b) if spec else 0,
                      **{k_: v for k_, v in p.items() if k_ != "b"}}
