@@ -256,6 +256,7 @@ class EnvVar(Model):
 
 class Engine(Model):
     image: str = Field(default=DEFAULT_IMAGE, max_length=512, description="vLLM OpenAI server image.")
+    vllm_version: str | None = Field(default=None, pattern=r"^v?[0-9]+\.[0-9]+(\.[0-9]+)?$", description="vLLM release the image runs (e.g. 0.33.0), when its tag does not say: the decision core models that release's speculation mechanisms and their costs.")
     gpu_memory_utilization: float = Field(default=0.92, gt=0, le=1, description="--gpu-memory-utilization.")
     max_model_len: int | None = Field(default=None, ge=1, le=10_000_000, description="--max-model-len in tokens.")
     max_num_seqs: int | None = Field(default=None, ge=1, le=65536, description="--max-num-seqs.")
@@ -302,6 +303,7 @@ class HealthPolicy(Model):
     quantization_drop_threshold: float = Field(default=0.05, gt=0, le=1, description="Acceptance drop against the next higher-precision variant that triggers a step up.")
     min_predicted_gain: float = Field(default=0.10, ge=0, le=10, description="A schedule of k by batch size is rewritten (restarting the pods) only when the goodput model predicts at least this gain over the configuration in force, unless the window measured a slowdown against the baseline.")
     learned_half_life_seconds: int = Field(default=86400, ge=60, le=2592000, description="Age at which a speedup learned for a batch-size bucket counts half; it is forgotten below a twentieth.")
+    confidence: float = Field(default=0.9, ge=0.5, le=0.999, description="How sure a predicted gain must be: a change is made only when the gain at this one-sided confidence (the pessimistic end of the prediction) is still a gain.")
 
 
 class Baseline(Model):

@@ -53,6 +53,7 @@ class BucketVerdict(Model):
     correction: float = Field(description="Measured speedup over the GPU prior's at the same batch size, k and acceptance.")
     time: str = Field(description="Newest measurement.")
     windows: float = Field(description="Measured windows, each decayed by its age.")
+    cost_scale: float | None = Field(default=None, description="This serving's speculative step cost fitted to these windows, as a share of the GPU prior's extra cost (c - 1): other k and batch sizes are predicted from it.")
 
 
 class Recommendation(Model):

@@ -15,14 +15,10 @@ from specserve.decision.acceptance import accepted_length, per_position_for_acce
 from specserve.decision.calibration import calibration
 from specserve.decision.proposers import SYNC_METHODS, Proposer
 
-Evidence = Literal["measured", "learned", "prior"]
-EVIDENCE_ORDER: tuple[Evidence, ...] = ("measured", "learned", "prior")  # strongest first
-
-
-
-
-
-# ---------------------------------------------------------------- step cost and speedup
+# measured: this window against the baseline; learned: an earlier window at the same k and bucket; fitted: another
+# k or bucket predicted from the step cost fitted to those windows; prior: the GPU calibration alone.
+Evidence = Literal["measured", "learned", "fitted", "prior"]
+EVIDENCE_ORDER: tuple[Evidence, ...] = ("measured", "learned", "fitted", "prior")  # strongest first
 
 
 @dataclass(frozen=True)
@@ -95,6 +91,7 @@ class Estimate:
     cost: StepCost | None = None
     basis: str = ""
     notes: tuple[str, ...] = ()
+    uncertainty: float | None = None  # relative 1-sigma of the speedup; None: not known (a prior)
 
     def numbers(self) -> dict[str, Any]:
         """Every number the estimate used, for status and events."""
@@ -106,6 +103,8 @@ class Estimate:
             result["step_cost"] = self.cost.numbers()
         if self.basis:
             result["basis"] = self.basis
+        if self.uncertainty is not None:
+            result["uncertainty"] = round(self.uncertainty, 4)
         if self.notes:
             result["notes"] = list(self.notes)
         return result
@@ -133,6 +132,18 @@ def speedup(batch_size: float, k: int, per_position: Sequence[float], proposer: 
     cost = step_cost(batch_size, k, length, proposer)
     basis = f"GPU calibration ({calibration().source}), {proposer.method}"
     return Estimate(float(batch_size), k, length / cost.total, "prior", length, cost, basis, notes + cost.notes)
+
+
+def drafter_pass_at_k0(batch_size: float, proposer: Proposer) -> float:
+    """What a k=0 step of a speculative server costs over a plain one: a draft model's or head's one forward pass to
+    keep its KV cache in sync, plus a synchronous path's overhead; nothing for a look-up."""
+    if proposer.kind == "lookup":
+        return 0.0
+    model = calibration()
+    b = max(1.0, float(batch_size))
+    overhead = _at(model.path_overhead, b) / proposer.target_scale if proposer.method in SYNC_METHODS else 0.0
+    one_pass = _at(model.drafting[min(model.drafting)], b) * proposer.pass_cost / model.reference_pass_cost
+    return overhead + one_pass
 
 
 def break_even_acceptance(batch_size: float, k: int, proposer: Proposer) -> float:

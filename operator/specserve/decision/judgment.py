@@ -186,6 +186,7 @@ def _verdict(bucket: dict[str, Any]) -> evidence.Verdict:
     return evidence.Verdict(
         lo=int(bucket["lo"]), hi=bucket.get("hi"), k=int(bucket["k"]), speedup=float(bucket["speedup"]), correction=float(bucket["correction"]),
         at=parse_time(bucket.get("time")) or 0.0, windows=float(bucket.get("windows") or 1.0),
+        cost_scale=float(bucket["costScale"]) if bucket.get("costScale") is not None else None,
     )
 
 
@@ -206,7 +207,8 @@ def health_status(state: terms.State, spec: api.SpeculativeServingSpec, now: flo
         references=state.references,
         spec_active_variant=intended_variant(spec),
         buckets=[
-            api.BucketVerdict(lo=v.lo, hi=v.hi, k=v.k, speedup=round(v.speedup, 4), correction=round(v.correction, 4), time=format_time(v.at) or "", windows=round(v.windows, 3))
+            api.BucketVerdict(lo=v.lo, hi=v.hi, k=v.k, speedup=round(v.speedup, 4), correction=round(v.correction, 4), time=format_time(v.at) or "", windows=round(v.windows, 3),
+                              cost_scale=round(v.cost_scale, 4) if v.cost_scale is not None else None)
             for v in state.verdicts
         ],
     ).model_dump(by_alias=True, mode="json")  # explicit nulls clear what no longer holds (merge patch)

@@ -9,22 +9,24 @@ schedule of k by batch size; without such evidence the acceptance thresholds sta
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 
 from specserve import api
-from specserve.decision import evidence, goodput, proposers, schedules
-from specserve.decision.acceptance import per_position_for_acceptance_rate
+from specserve.decision import configurations, evidence, fitting, goodput, proposers, schedules
+from specserve.decision.acceptance import accepted_length, per_position_for_acceptance_rate
 from specserve.decision.terms import Decision, Ladder, Observation, Setup, State
-from specserve.engine import vllm
+from specserve.engine import profiles, vllm
 
 HEALTHY = "healthy"  # how the reason of a keep without any breach starts
 REFERENCE_WEIGHT = 0.3  # weight of the newest sample in a variant's reference acceptance (EWMA)
+DECISIVE_BREACHES = 2  # windows in a row that measured a certain loss against the baseline before acting
 MIN_MEASURED_REQUESTS = 50  # requests a window must hold before its TPOT quantiles count as a measurement
 
 
 def decide(state: State, observation: Observation, policy: api.HealthPolicy, now: float, ladder: Ladder = Ladder(), setup: Setup = Setup()) -> Decision:
     """One evaluation of one serving."""
-    missing = _missing_data(state, observation, policy)
+    missing = _missing_data(state, observation, policy, setup)
     if missing:
         return Decision("hold", missing, state)
     if not state.speculation:
@@ -48,13 +50,14 @@ def decide(state: State, observation: Observation, policy: api.HealthPolicy, now
         left = policy.cooldown_seconds - (now - (state.last_action_at or now))
         return Decision("keep", f"{problem}; in cooldown for another {left:.0f}s", state, plan, estimate)
     breaches = state.consecutive_breaches + 1
-    if breaches < policy.consecutive_breaches:
-        return Decision("keep", f"{problem} (breach {breaches} of {policy.consecutive_breaches})", replace(state, consecutive_breaches=breaches), plan, estimate)
+    needed = _breaches_needed(policy, plan, measurement, step_up)
+    if breaches < needed:
+        return Decision("keep", f"{problem} (breach {breaches} of {needed})", replace(state, consecutive_breaches=breaches), plan, estimate)
     if step_up is not None:
         return _switch(state, observation, ladder, now, step_up)
     if remedy is not None:
-        return _reschedule(state, policy, setup, now, problem, remedy, plan, estimate)
-    return _disable(state, policy, now, (breach or "") + blocked)
+        return _reschedule(state, policy, setup, now, f"{problem} for {needed} consecutive evaluations", remedy, plan, estimate)
+    return _disable(state, policy, now, f"{(breach or '') + blocked} for {needed} consecutive evaluations")
 
 
 def initial_state(policy: api.HealthPolicy, variant: str | None) -> State:
@@ -62,16 +65,19 @@ def initial_state(policy: api.HealthPolicy, variant: str | None) -> State:
 
 
 def setup_for(spec: api.SpeculativeServingSpec, target_model: str | None = None) -> Setup:
-    """The policy's view of a spec: its k, cut-off and proposer (sized for the checkpoint serving now)."""
+    """The policy's view of a spec: its k, cut-off, proposer (sized for the checkpoint serving now) and vLLM release."""
     speculation = spec.speculation
-    return Setup(speculation.num_speculative_tokens, speculation.disable_above_batch_size, proposers.proposer_for_spec(spec, target_model))
+    version = profiles.parse_version(spec.engine.vllm_version) if spec.engine.vllm_version else profiles.version_of_image(spec.engine.image)
+    return Setup(speculation.num_speculative_tokens, speculation.disable_above_batch_size, proposers.proposer_for_spec(spec, target_model), profiles.profile_for(version))
 
 
-def _missing_data(state: State, observation: Observation, policy: api.HealthPolicy) -> str | None:
+def _missing_data(state: State, observation: Observation, policy: api.HealthPolicy, setup: Setup) -> str | None:
     if observation.error:
         return f"no decision: Prometheus unavailable ({observation.error})"
     if not state.speculation:
         return None  # nothing to measure while speculation is off; only the clock matters
+    if _k_zero_measured(state, observation, setup):
+        return None  # a k=0 range drafts nothing, yet the baseline measures what it costs
     acceptance, drafts = observation.acceptance_rate, observation.draft_tokens
     if acceptance is None or math.isnan(acceptance) or drafts is None or math.isnan(drafts):
         return "no decision: no acceptance data in the window"
@@ -120,6 +126,13 @@ def _stale_window(state: State, observation: Observation, policy: api.HealthPoli
             f"({evidence.short(setup.ranges(state))}): waiting for a window of the current configuration")
 
 
+def _k_zero_measured(state: State, observation: Observation, setup: Setup) -> bool:
+    """Whether the window ran a k=0 range of the configuration and has the baseline's TPOT to be judged against."""
+    if observation.batch_size is None or observation.p50_tpot is None or observation.baseline_p50_tpot is None:
+        return False
+    return (observation.k if observation.k is not None else setup.k_at(state, observation.batch_size)) == 0
+
+
 def _k_in_window(state: State, observation: Observation, setup: Setup) -> int:
     if observation.k is not None:
         return observation.k
@@ -140,35 +153,48 @@ def _learn_speedup(state: State, observation: Observation, policy: api.HealthPol
     half_life = float(policy.learned_half_life_seconds)
     verdicts = evidence.remembered(state.verdicts, now, half_life)
     k = _k_in_window(state, observation, setup)
+    requests = observation.request_rate * policy.window_seconds if observation.request_rate is not None else None
     measurement = evidence.measure(
-        k, observation.p50_tpot, observation.baseline_p50_tpot, observation.batch_size, observation.baseline_batch_size, _tails(observation, policy), vllm.TPOT_BUCKETS,
+        k, observation.p50_tpot, observation.baseline_p50_tpot, observation.batch_size, observation.baseline_batch_size, _tails(observation, policy), vllm.TPOT_BUCKETS, requests,
     )
     if observation.request_rate is not None and observation.request_rate * policy.window_seconds < MIN_MEASURED_REQUESTS:
         measurement = None  # a median of a handful of requests read through histogram buckets is noise, not evidence
     mixed = state.configured_at is not None and now - state.configured_at < policy.window_seconds
     if measurement is not None and measurement.batch_size is not None and not mixed:
         prior = goodput.speedup(measurement.batch_size, k, _per_position(observation, k), setup.proposer).speedup if k > 0 else 1.0
-        verdicts = evidence.learn(verdicts, setup.table, measurement, prior, now, half_life)
+        found = fitting.fit(_proposer_speedup(measurement, setup, state, _per_position(observation, k)), k, measurement.batch_size, _per_position(observation, k), setup.proposer, measurement.uncertainty)
+        verdicts = evidence.learn(verdicts, setup.table, measurement, prior, now, half_life, found)
     return replace(state, verdicts=verdicts), measurement
+
+
+def _proposer_speedup(measurement: evidence.Measurement, setup: Setup, state: State, per_position: Sequence[float]) -> float:
+    """The measured speedup without the engine's cost of a schedule, which the window paid if one was in force: the
+    speedup the proposer's own step cost is fitted to. S = AL / (c + g), so S without it is AL / (AL / S - g)."""
+    if measurement.batch_size is None or not configurations.is_schedule(setup.ranges(state)):
+        return measurement.speedup
+    length = accepted_length(per_position, measurement.k)
+    return length / max(1.0, length / measurement.speedup - setup.profile.graph_cost(measurement.batch_size))
 
 
 def _plan(state: State, observation: Observation, policy: api.HealthPolicy, setup: Setup, measurement: evidence.Measurement | None, now: float) -> tuple[evidence.Plan | None, goodput.Estimate | None]:
     """The schedule the evidence recommends and the speedup estimated at the present batch size."""
     k = _k_in_window(state, observation, setup)
-    prior = goodput.prior_estimator(_per_position(observation, k), setup.proposer)
+    per_position = _per_position(observation, k)
+    prior = goodput.prior_estimator(per_position, setup.proposer)
     table = setup.table
     batch = observation.batch_size
     here = evidence.bucket_of(table, batch).lo if batch is not None else None
     measured_here = here if measurement is not None and any(v.lo == here and v.at == now for v in state.verdicts) else None  # learned from this window
-    estimate = evidence.estimator(state.verdicts, table, prior, measured_here)
+    measured = (measurement.k, _proposer_speedup(measurement, setup, state, per_position), measurement.uncertainty) if measured_here is not None and measurement is not None else None
+    estimate = evidence.estimator(state.verdicts, table, prior, measured_here, per_position, setup.proposer, measured)
     half_life = float(policy.learned_half_life_seconds)
     weights = {v.lo: v.weight(now, half_life) for v in state.verdicts}
     if here is not None:
         weights[here] = weights.get(here, 0.0) + 1.0
     if not weights:
         return None, None
-    plan = evidence.plan(estimate, setup.ranges(state), setup.max_k, weights, setup.disable_above_batch_size)
-    present = estimate(batch, k) if batch is not None else None
+    plan = evidence.plan(estimate, setup.ranges(state), setup.max_k, weights, setup.disable_above_batch_size, costs=setup.costs, confidence=policy.confidence)
+    present = configurations.speedup_under(setup.ranges(state), batch, estimate, setup.costs, setup.max_k) if batch is not None else None
     if present is not None and measurement is not None and measurement.k == k and present.evidence == "prior":
         present = replace(present, speedup=measurement.speedup, evidence="measured", basis=measurement.explain())
     return plan, present
@@ -183,6 +209,8 @@ def _breach(
         return f"P99 TPOT {p99 * 1000:.1f}ms above the limit {policy.max_p99_tpot_seconds * 1000:.1f}ms", None
     if policy.max_p99_ttft_seconds is not None and ttft is not None and ttft > policy.max_p99_ttft_seconds:
         return f"P99 TTFT {ttft * 1000:.1f}ms above the limit {policy.max_p99_ttft_seconds * 1000:.1f}ms", None
+    if measurement is not None and measurement.k == 0:
+        return _k_zero_breach(policy, setup, measurement)
     if state.verdicts and plan is not None and measurement is not None:
         return _goodput_breach(policy, plan, measurement)  # the tails are part of the measurement
     tail = _tail_regression(observation, policy)
@@ -191,6 +219,20 @@ def _breach(
     if state.verdicts and plan is not None:
         return _goodput_breach(policy, plan, None)
     return _threshold_breach(state, observation, policy, setup)
+
+
+def _breaches_needed(policy: api.HealthPolicy, plan: evidence.Plan | None, measurement: evidence.Measurement | None, step_up: str | None) -> int:
+    """consecutiveBreaches, except where this window measured against the baseline that the change gains more than the
+    margin even at the pessimistic end of its spread: then two windows in a row are enough (a collapse is acted on
+    within two evaluations; a borderline drift still waits for the full count)."""
+    if step_up is not None or measurement is None:
+        return policy.consecutive_breaches
+    z = evidence.z_of(policy.confidence)
+    if measurement.k == 0:
+        decisive = 1.0 / (measurement.speedup * (1 + z * measurement.uncertainty)) - 1 >= policy.min_predicted_gain
+    else:
+        decisive = plan is not None and plan.changes and plan.evidence == "measured" and plan.gain_low >= policy.min_predicted_gain
+    return min(policy.consecutive_breaches, DECISIVE_BREACHES) if decisive else policy.consecutive_breaches
 
 
 def _goodput_breach(policy: api.HealthPolicy, plan: evidence.Plan, measurement: evidence.Measurement | None) -> tuple[str | None, tuple[schedules.Range, ...] | None]:
@@ -204,6 +246,19 @@ def _goodput_breach(policy: api.HealthPolicy, plan: evidence.Plan, measurement: 
         return None, None
     why = measurement.explain() + "; " if measurement is not None and measurement.k > 0 and (tail_broken or measurement.speedup < 1.0) else ""
     return f"{why}goodput {plan.explain()} (margin {policy.min_predicted_gain:.0%})", (None if plan.all_off else plan.schedule.ranges)
+
+
+def _k_zero_breach(policy: api.HealthPolicy, setup: Setup, measurement: evidence.Measurement) -> tuple[str | None, tuple[schedules.Range, ...] | None]:
+    """A k=0 range measured against the baseline: it drafts nothing but is not off. Slower than the baseline even at the
+    optimistic end of the measurement's spread: speculation off, which is the baseline's own configuration."""
+    z = evidence.z_of(policy.confidence)
+    if measurement.speedup * (1 + z * measurement.uncertainty) >= 1.0:
+        return None, None
+    b = measurement.batch_size or 1.0
+    costs = setup.costs
+    why = (f"{measurement.explain()}: a k=0 range is not off - {setup.profile.name} runs the {setup.proposer.method} drafter's pass "
+           f"(modelled {costs.k0_cost(b):.2f} of a step) and PIECEWISE CUDA graphs (modelled {costs.schedule_cost(b):.2f}) at every step")
+    return why, None
 
 
 def _tails(observation: Observation, policy: api.HealthPolicy) -> list[tuple[float | None, float | None, evidence.Bounds, float]]:
@@ -326,7 +381,7 @@ def _reschedule(
     if state.on_probation and not state.verdicts:  # the spec's k came back on probation and failed again
         delay, failed = min(delay * 2, float(policy.max_probation_seconds)), f" (probation failed, next delay {min(delay * 2, float(policy.max_probation_seconds)):.0f}s)"
     rescheduled = replace(state, schedule=ranges, consecutive_breaches=0, last_action_at=now, configured_at=now, probation_delay=delay, on_probation=False)
-    reason = f"{why} for {policy.consecutive_breaches} consecutive evaluations: schedule {before} -> {after}{failed}"
+    reason = f"{why}: schedule {before} -> {after}{failed}"
     return Decision("set_schedule", reason, rescheduled, plan, estimate)
 
 
@@ -336,7 +391,7 @@ def _disable(state: State, policy: api.HealthPolicy, now: float, why: str) -> De
         delay = min(delay * 2, float(policy.max_probation_seconds))
     failed = " (probation failed, next delay doubled)" if state.on_probation else ""
     disabled = replace(state, speculation=False, consecutive_breaches=0, last_action_at=now, configured_at=now, disabled_at=now, probation_delay=delay, on_probation=False, schedule=None)
-    reason = f"{why} for {policy.consecutive_breaches} consecutive evaluations: speculation off, retry in {max(delay, policy.cooldown_seconds):.0f}s{failed}"
+    reason = f"{why}: speculation off, retry in {max(delay, policy.cooldown_seconds):.0f}s{failed}"
     return Decision("disable_speculation", reason, disabled)
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from specserve.decision import evidence, goodput, proposers, schedules
+from specserve.decision import configurations, evidence, goodput, proposers, schedules
 from specserve.decision.acceptance import clean_per_position
+from specserve.engine.profiles import EngineProfile, profile_for
 
 Action = Literal["hold", "keep", "disable_speculation", "switch_variant", "enable_speculation", "set_schedule"]
 
@@ -79,6 +80,11 @@ class Setup:
     max_k: int = 4
     disable_above_batch_size: int | None = None
     proposer: proposers.Proposer = field(default_factory=lambda: proposers.proposer_for("draft_model"))
+    profile: EngineProfile = field(default_factory=lambda: profile_for(None))
+
+    @property
+    def costs(self) -> configurations.Costs:
+        return configurations.Costs(self.proposer, self.profile)
 
     @property
     def table(self) -> tuple[schedules.Bucket, ...]:
