@@ -62,7 +62,8 @@ class Recommendation(Model):
     schedule: Schedule = Field(max_length=16, description="k by batch size, vLLM's num_speculative_tokens_per_batch_size.")
     summary: str = Field(description="The schedule in short, e.g. k4<=31,0.")
     predicted_gain: float = Field(description="Predicted weighted speedup over the configuration in force, minus 1.")
-    evidence: Literal["measured", "learned", "prior"]
+    predicted_gain_low: float | None = Field(default=None, description="The gain at the pessimistic end of the prediction (healthPolicy.confidence); a change is made only when it is above 0.")
+    evidence: Literal["measured", "learned", "fitted", "prior"] = Field(description="The weakest evidence behind the recommendation: measured (this window), learned (an earlier window at the same k), fitted (predicted from the step cost fitted to this serving), prior (the GPU calibration alone).")
     estimated_speedup: float | None = Field(default=None, description="Speedup at the present batch size with the k in force.")
     time: str | None = None
 

@@ -8,7 +8,7 @@ drafter's pass: a k=0 range is not off.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from specserve.decision import goodput, schedules
 from specserve.decision.proposers import Proposer
@@ -51,10 +51,9 @@ def in_schedule(estimate: goodput.Estimate, costs: Costs) -> goodput.Estimate:
     if estimate.k == 0:
         extra = graphs + costs.k0_cost(b)
         basis = f"k=0 range of a schedule: drafter pass {costs.k0_cost(b):.2f} + graph cost {graphs:.2f} of a step ({costs.profile.name})"
-        return replace(estimate, speedup=1.0 / (1.0 + extra), basis=basis, uncertainty=estimate.uncertainty)
+        return estimate.revised(1.0 / (1.0 + extra), basis=basis)
     step = estimate.accepted_length / estimate.speedup if estimate.speedup > 0 else float("inf")
-    note = f"; schedule: + graph cost {graphs:.2f} of a step ({costs.profile.name})"
-    return replace(estimate, speedup=estimate.accepted_length / (step + graphs), basis=estimate.basis + note)
+    return estimate.revised(estimate.accepted_length / (step + graphs))  # the plan's lines say that a schedule pays its graphs
 
 
 def schedule_estimator(estimate: goodput.Estimator, costs: Costs) -> goodput.Estimator:

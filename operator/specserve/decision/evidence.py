@@ -156,6 +156,11 @@ def estimator(
         bucket.lo: min(known, key=lambda v: (abs(index[v.lo] - index[bucket.lo]), -v.lo)) if known else None for bucket in table
     }
 
+    fits = {
+        v.lo: fitting.Fit(v.cost_scale, v.k, v.bucket().representative, WINDOW_NOISE / math.sqrt(max(1.0, v.windows)))
+        for v in known if v.cost_scale is not None and per_position is not None and proposer is not None
+    }
+
     def source(batch_size: float) -> Verdict | None:
         return nearest[bucket_of(table, batch_size).lo]
 
@@ -163,20 +168,20 @@ def estimator(
         base = prior(batch_size, k)
         verdict = source(batch_size)
         if k == 0 or verdict is None:
-            return replace(base, uncertainty=0.0) if k == 0 else base
+            return base.revised(base.speedup, uncertainty=0.0) if k == 0 else base
         own = verdict.lo == bucket_of(table, batch_size).lo
         if own and measured is not None and verdict.lo == measured_bucket and k == measured[0]:
-            return replace(base, speedup=measured[1], evidence="measured", basis=f"this window against the baseline (prior {base.speedup:.2f}x)", uncertainty=measured[2])
-        if verdict.cost_scale is not None and per_position is not None and proposer is not None:
-            found = fitting.Fit(verdict.cost_scale, verdict.k, verdict.bucket().representative, WINDOW_NOISE / math.sqrt(max(1.0, verdict.windows)))
-            fitted = fitting.predict(found, batch_size, k, per_position, proposer)
+            return base.revised(measured[1], "measured", f"this window against the baseline (prior {base.speedup:.2f}x)", measured[2])
+        found = fits.get(verdict.lo)
+        if found is not None:
+            fitted = fitting.from_prior(found, base)
             if fitted.evidence == "learned" and verdict.lo == measured_bucket:
-                fitted = replace(fitted, evidence="measured")
+                fitted = fitted.revised(fitted.speedup, "measured")
             return fitted
         evidence: goodput.Evidence = "measured" if own and verdict.lo == measured_bucket else "learned"
         where = "" if own else f", correction of bucket {verdict.bucket()}"
         basis = f"prior {base.speedup:.2f}x x correction {verdict.correction:.2f} (measured {verdict.speedup:.2f}x at k={verdict.k}{where})"
-        return replace(base, speedup=base.speedup * verdict.correction, evidence=evidence, basis=basis)
+        return base.revised(base.speedup * verdict.correction, evidence, basis)
 
     return estimate
 
@@ -225,8 +230,9 @@ def plan(
     z = z_of(confidence)
     full = {bucket.lo: weights.get(bucket.lo, UNSEEN_WEIGHT) for bucket in table}
     seen = [(bucket, weights.get(bucket.lo, 0.0)) for bucket in table if weights.get(bucket.lo, 0.0) > 0]
-    cautious = lambda b, k: _pessimistic(estimate(b, k), z)  # noqa: E731
-    in_schedule = configurations.schedule_estimator(cautious, costs) if costs is not None else cautious
+    estimate = _memoized(estimate)
+    cautious = _memoized(lambda b, k: _pessimistic(estimate(b, k), z))
+    in_schedule = _memoized(configurations.schedule_estimator(cautious, costs)) if costs is not None else cautious
     best_schedule = schedules.build_schedule(in_schedule, max_k, bucket_starts=bucket_starts, disable_above_batch_size=disable_above_batch_size, weights=full)
     candidates = [best_schedule.ranges, configurations.OFF]
     if disable_above_batch_size is None:
@@ -263,12 +269,25 @@ def plan(
     return Plan(schedule, tuple(tuple(r) for r in current), gain, weakest, tuple(lines), gain_low, confidence)  # type: ignore[arg-type]
 
 
+def _memoized(estimate: goodput.Estimator) -> goodput.Estimator:
+    """One plan asks for the same (batch size, k) many times over: each is estimated once."""
+    known: dict[tuple[float, int], goodput.Estimate] = {}
+
+    def cached(batch_size: float, k: int) -> goodput.Estimate:
+        found = known.get((batch_size, k))
+        if found is None:
+            found = known[(batch_size, k)] = estimate(batch_size, k)
+        return found
+
+    return cached
+
+
 def _pessimistic(estimate: goodput.Estimate, z: float) -> goodput.Estimate:
     """The estimate at the low end of its spread; one without a stated spread (a prior) takes the prior's."""
     spread = estimate.uncertainty if estimate.uncertainty is not None else fitting.PRIOR_SPREAD
     if estimate.k == 0 and estimate.uncertainty is None:
         spread = 0.0
-    return replace(estimate, speedup=estimate.speedup * max(0.0, 1.0 - z * spread))
+    return estimate.revised(estimate.speedup * max(0.0, 1.0 - z * spread))
 
 
 def z_of(confidence: float) -> float:

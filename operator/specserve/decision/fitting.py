@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from functools import cache
+from dataclasses import dataclass
+from functools import cache, cached_property
 
 from specserve.decision import goodput
 from specserve.decision.acceptance import per_position_for_token_acceptance
@@ -33,7 +33,8 @@ class Fit:
     batch_size: float
     uncertainty: float  # relative 1-sigma of the speedup it was fitted to
 
-    def explain(self) -> str:
+    @cached_property
+    def explained(self) -> str:
         return f"step cost fitted at k={self.k}, batch {self.batch_size:.1f}: {self.cost_scale:.2f}x the prior's extra cost"
 
 
@@ -51,14 +52,19 @@ def fit(measured_speedup: float, k: int, batch_size: float, per_position: Sequen
 
 def predict(found: Fit, batch_size: float, k: int, per_position: Sequence[float], proposer: Proposer) -> goodput.Estimate:
     """S(b, k) from the fitted cost: AL(k) / (1 + scale x (c_prior(b, k) - 1)); k=0 is 1 with no doubt."""
-    prior = goodput.speedup(batch_size, k, per_position, proposer)
+    return from_prior(found, goodput.speedup(batch_size, k, per_position, proposer))
+
+
+def from_prior(found: Fit, prior: goodput.Estimate) -> goodput.Estimate:
+    """predict() from the prior's own estimate at (b, k), which callers may have cached."""
+    batch_size, k = prior.batch_size, prior.k
     if k == 0 or prior.cost is None:
-        return replace(prior, uncertainty=0.0)
+        return prior.revised(prior.speedup, uncertainty=0.0)
     cost = 1.0 + found.cost_scale * (prior.cost.total - 1.0)
     same = k == found.k and _octaves(batch_size, found.batch_size) < 0.5
     spread = found.uncertainty if same else math.hypot(found.uncertainty, transfer_spread(abs(k - found.k), _octaves(batch_size, found.batch_size)))
-    basis = f"{found.explain()}; AL {prior.accepted_length:.2f} / c {cost:.2f} (prior c {prior.cost.total:.2f})"
-    return replace(prior, speedup=prior.accepted_length / cost, evidence="learned" if same else "fitted", basis=basis, uncertainty=spread)
+    basis = f"{found.explained}; c {cost:.2f} (prior c {prior.cost.total:.2f})"
+    return goodput.Estimate(batch_size, k, prior.accepted_length / cost, "learned" if same else "fitted", prior.accepted_length, prior.cost, basis, prior.notes, spread)
 
 
 def transfer_spread(k_steps: int, octaves: float) -> float:

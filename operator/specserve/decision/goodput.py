@@ -93,6 +93,14 @@ class Estimate:
     notes: tuple[str, ...] = ()
     uncertainty: float | None = None  # relative 1-sigma of the speedup; None: not known (a prior)
 
+    def revised(self, speedup: float, evidence: Evidence | None = None, basis: str | None = None, uncertainty: float | None | Literal["same"] = "same") -> Estimate:
+        """This estimate with another speedup (and what else is given): dataclasses.replace, at a fraction of its cost on
+        the path a plan takes thousands of times."""
+        return Estimate(
+            self.batch_size, self.k, speedup, evidence or self.evidence, self.accepted_length, self.cost,
+            self.basis if basis is None else basis, self.notes, self.uncertainty if uncertainty == "same" else uncertainty,
+        )
+
     def numbers(self) -> dict[str, Any]:
         """Every number the estimate used, for status and events."""
         result: dict[str, Any] = {

@@ -220,7 +220,8 @@ def recommendation_status(decision: terms.Decision, now: float) -> dict[str, Any
     if plan is None:
         return None
     return api.Recommendation(
-        schedule=plan.schedule.as_vllm(), summary=plan.schedule.short(), predicted_gain=round(plan.gain, 4), evidence=plan.evidence,
+        schedule=plan.schedule.as_vllm(), summary="off" if plan.all_off else plan.schedule.short(), predicted_gain=round(plan.gain, 4),
+        predicted_gain_low=round(plan.gain_low, 4), evidence=plan.evidence,
         estimated_speedup=round(estimate.speedup, 4) if estimate is not None else None, time=format_time(now),
     ).model_dump(by_alias=True, mode="json")
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import bisect
 import math
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 VERSION_IN_TAG = re.compile(r":v?(\d+)\.(\d+)(?:\.\d+)?(?:[-+@].*)?$")
 
@@ -36,7 +36,7 @@ class EngineProfile:
 
     def graph_cost(self, batch_size: float) -> float:
         """What PIECEWISE graphs add to a step at this batch size, as a share of a k=0 step."""
-        return _interpolate_log(self.schedule_graph_cost, batch_size)
+        return _interpolate_log(self.schedule_graph_cost, round(float(batch_size), 3))
 
 
 # vLLM issue 49548 measured about 14% single-stream cost of PIECEWISE against full graphs (an MTP model); full
@@ -70,7 +70,8 @@ def profile_for(version: tuple[int, int] | None) -> EngineProfile:
     return older[-1] if older else PROFILES[0]
 
 
-def _interpolate_log(points: Sequence[tuple[int, float]], batch_size: float) -> float:
+@lru_cache(maxsize=4096)
+def _interpolate_log(points: tuple[tuple[int, float], ...], batch_size: float) -> float:
     xs = [math.log(b) for b, _ in points]
     ys = [value for _, value in points]
     x = math.log(max(1.0, float(batch_size)))
