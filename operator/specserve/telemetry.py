@@ -19,7 +19,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 PHASES = ("Pending", "Progressing", "Ready", "Degraded", "Invalid")
-ACTIONS = ("hold", "keep", "disable_speculation", "switch_variant", "enable_speculation", "set_schedule")  # api.DecisionRecord.action
+ACTIONS = (  # api.DecisionRecord.action
+    "hold", "keep", "disable_speculation", "switch_variant", "enable_speculation", "set_schedule", "start_trial", "promote_trial", "revert_trial",
+)
 DEFAULT_PORT = 8081
 RECONCILE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

@@ -146,4 +146,4 @@ def test_copied_files_build_the_specserve_wheel(tmp_path: Path) -> None:
         names = archive.namelist()
         entry_points = archive.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "specserve = specserve.cli:main" in entry_points
-    assert "specserve/catalog/gpus.yaml" in names and "specserve/cli.py" in names
+    assert "specserve/catalog/gpus.yaml" in names and "specserve/cli/commands.py" in names and "specserve_simulator/__init__.py" in names

@@ -98,19 +98,30 @@ def test_the_first_example_on_a_cluster_needs_no_gpu() -> None:
     assert spec["gpu"]["resourceName"] == "" and "simulator" in spec["engine"]["image"]
 
 
-def test_readme_worked_example_quotes_what_the_closed_loop_decides() -> None:
-    """The goodput model's worked example: the swinging-load loop of tests/unit/test_goodput_policy.py, run again."""
-    from specserve.decision import evidence
-    from tests.unit.test_goodput_policy import spec, swinging_load
+def test_readme_worked_example_quotes_what_the_decision_core_decides() -> None:
+    """The goodput model's worked example: the replays of tests/unit/test_measured_decisions.py and the challenger trial
+    of tests/unit/test_trials.py, run again; every number and reason the page quotes is the code's."""
+    from specserve.decision import goodput, policy, terms
+    from specserve.observation import replay
+    from tests.unit import test_measured_decisions as measured
+    from tests.unit import test_trials as trials
 
     readme = (ROOT / "README.md").read_text()
-    example = readme[readme.index("Worked example:") : readme.index("### Metric labels")]
-    setup, state, decisions = swinging_load(spec())
-    (change,) = [d for d in decisions if d.changes]
-    assert f"```\n{change.reason}\n```" in example
-    summary = evidence.short(setup.ranges(state))
-    assert re.search(rf"^chat +Ready +On +{re.escape(summary)} ", example, re.M)
-    assert json.dumps(change.plan.schedule.as_vllm()) in example
+    example = readme[readme.index("Worked example, computed by") : readme.index("### Metric labels")]
+    serving = measured.llama_70b()
+    setup, hp = policy.setup_for(serving), serving.health_policy
+    state = policy.initial_state(hp, None)
+    for line in measured.lines((3, measured.healthy())):
+        t, observation = replay.parse_line(line, 1)
+        decision = policy.decide(state, observation, hp, t, terms.Ladder(), setup)
+        state = decision.state
+    prior = goodput.speedup(4, 4, measured.HEALTHY_POSITIONS, setup.proposer).speedup
+    assert f"predicted {prior:.2f}x" in example and f"`costScale` is {state.verdicts[0].cost_scale:.2f}" in example
+    assert decision.plan is not None and decision.plan.schedule.k_for(5) == 4
+    collapse = measured.rewrites(measured.decisions(serving, (20, measured.healthy()), (6, measured.collapsed())))[0]
+    assert f"```\n{collapse['reason']}\n```" in example
+    started, promoted = trials.changes(trials.trial_of(1.45))[:2]
+    assert f"```\n{started.reason}\n```" in example and f"```\n{promoted.reason}\n```" in example
 
 
 def test_operating_guide_lists_every_health_event_and_decision_action() -> None:

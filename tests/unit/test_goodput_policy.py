@@ -75,13 +75,17 @@ def test_rarely_accepted_late_positions_lower_k_instead_of_switching_off():
     assert "at k=2 acceptance is 0.725" in rewrites(decisions)[0]["reason"]
 
 
-def test_rarely_accepted_late_positions_measured_against_a_baseline_lower_k_too():
+def test_rarely_accepted_late_positions_measured_against_a_baseline_try_a_lower_k_and_revert_it_when_it_measures_no_better():
+    """The fitted cost predicts k=2 faster, but only a measurement can say: the trial runs it, measures the same 1.12x
+    (the replayed world does not change with k), restores k=4 and does not try k=2 again."""
     positions = [0.85, 0.60, 0.10, 0.02]
     lines = trace(30, acceptance_rate=sum(positions) / 4, per_position_acceptance=positions, batch_size=4, baseline_batch_size=4,
                   p50_tpot=0.0125, baseline_p50_tpot=0.0140)
     decisions = replayed(spec(DRAFT), lines)
-    assert [d["action"] for d in rewrites(decisions)] == ["set_schedule"]
-    assert decisions[-1]["speculation"] and 0 < decisions[-1]["k"] < 4
+    assert [d["action"] for d in rewrites(decisions)] == ["start_trial", "revert_trial"]
+    started, reverted = rewrites(decisions)
+    assert 0 < started["k"] < 4 and "worth a trial" in started["reason"]
+    assert reverted["k"] == 4 and "measured 1.12x" in reverted["reason"] and "the incumbent k4 (the spec's) 1.12x" in reverted["reason"]
 
 
 def test_healthy_and_faster_is_never_rewritten():

@@ -183,4 +183,4 @@ def test_every_disable_can_be_followed_by_a_reenable(state, stream):
 
 def test_decision_changes_flag():
     assert Decision("switch_variant", "", State()).changes and not Decision("keep", "", State()).changes
-    assert CHANGES == {"disable_speculation", "switch_variant", "enable_speculation", "set_schedule"}
+    assert CHANGES == {"disable_speculation", "switch_variant", "enable_speculation", "set_schedule", "start_trial", "promote_trial", "revert_trial"}

@@ -134,6 +134,7 @@ def test_the_keys_are_the_first_waves_and_the_goodput_fields_in_export_order():
     assert replay.KEYS == (
         "t", "acceptance_rate", "draft_tokens", "p50_tpot", "p99_tpot", "baseline_p99_tpot", "p99_ttft", "request_rate", "variant",
         "per_position_acceptance", "k", "batch_size", "baseline_batch_size", "baseline_p50_tpot", "baseline_p99_ttft",
+        "challenger_p50_tpot", "challenger_batch_size",
     )
 
 
@@ -182,7 +183,7 @@ def test_the_new_numbers_null_nan_or_absent_are_no_data(key):
 
 
 def test_unknown_key_near_a_new_key_suggests_it():
-    with pytest.raises(replay.ReplayError, match=r"^line 1: unknown key 'batchsize' \(did you mean 'batch_size'\?\); the keys are t, .*, baseline_p99_ttft$"):
+    with pytest.raises(replay.ReplayError, match=r"^line 1: unknown key 'batchsize' \(did you mean 'batch_size'\?\); the keys are t, .*, challenger_batch_size$"):
         observed(batchsize=8)
 
 

@@ -310,6 +310,13 @@ class Baseline(Model):
     replicas: int = Field(default=0, ge=0, le=64, description="Replicas without speculation kept for side-by-side comparison.")
 
 
+class Trials(Model):
+    enabled: bool = Field(default=True, description="Apply a predicted change as a trial that is measured, then promoted or reverted; off: predicted changes are only recommended.")
+    replicas: int = Field(default=1, ge=1, le=64, description="Replicas that run the candidate beside the incumbent, behind the same Service, while the serving has more replicas than this (a challenger slice); with no more, the candidate replaces the incumbent and is compared with the windows measured before it.")
+    windows: int = Field(default=3, ge=1, le=100, description="Windows measured against the baseline before the trial's verdict.")
+    max_seconds: int = Field(default=3600, ge=60, le=86400, description="A trial not measured enough windows by then is reverted.")
+
+
 class Monitoring(Model):
     pod_monitor: PodMonitorMode = Field(default=PodMonitorMode.AUTO, description="Auto renders a PodMonitor when the cluster serves monitoring.coreos.com/v1.")
 
@@ -342,6 +349,7 @@ class SpeculativeServingSpec(Model):
     engine: Engine = section(Engine, "vLLM engine and pod settings.")
     health_policy: HealthPolicy = section(HealthPolicy, "When speculation is judged unhealthy and what is done about it.")
     baseline: Baseline = section(Baseline, "Non-speculative replicas for comparison.")
+    trials: Trials = section(Trials, "How a change the health policy predicts but never measured for this serving is tried before it sticks.")
     monitoring: Monitoring = section(Monitoring, "Scrape configuration.")
 
 

@@ -68,6 +68,29 @@ class Recommendation(Model):
     time: str | None = None
 
 
+class Trial(Model):
+    """A predicted change being tried: the candidate beside (or after) the incumbent, measured against the baseline."""
+
+    candidate: Schedule = Field(max_length=16, description="k by batch size being tried.")
+    candidate_summary: str
+    incumbent: Schedule | None = Field(default=None, max_length=16, description="The configuration it is compared with; unset: the spec's own.")
+    incumbent_summary: str
+    mode: Literal["challenger", "sequential"] = Field(description="challenger: trials.replicas run the candidate beside the incumbent; sequential: the candidate replaces the incumbent and is compared with the windows before it.")
+    started_time: str
+    predicted_gain: float = Field(description="What the goodput model predicted the candidate gains; the trial measures it.")
+    windows: int = Field(default=0, description="Windows measured so far for the candidate.")
+    needed: int = Field(description="Windows the verdict waits for (trials.windows).")
+    candidate_speedup: float | None = Field(default=None, description="The candidate's speedup against the baseline, mean of its windows.")
+    incumbent_speedup: float | None = Field(default=None, description="The incumbent's speedup against the baseline: side by side (challenger) or before the trial (sequential).")
+    incumbent_windows: float = Field(default=1.0, description="Windows behind incumbentSpeedup.")
+
+
+class RejectedCandidate(Model):
+    summary: str = Field(description="The candidate a trial measured worse.")
+    time: str
+    measured_gain: float | None = Field(default=None, description="What its trial measured against the incumbent, minus 1.")
+
+
 class HealthStatus(Model):
     """The health policy's memory, so an operator restart neither repeats nor reverses a decision."""
 
@@ -81,11 +104,12 @@ class HealthStatus(Model):
     references: dict[str, float] = Field(default_factory=dict, description="Acceptance measured per variant (moving average).")
     spec_active_variant: str | None = Field(default=None, description="spec.target.activeVariant when the health loop last chose the variant.")
     buckets: list[BucketVerdict] = Field(default_factory=list, max_length=16, description="Speedup learned per batch-size bucket against the baseline.")
+    rejected: list[RejectedCandidate] = Field(default_factory=list, max_length=8, description="Candidates trials measured worse: not tried again until their evidence decays (learnedHalfLifeSeconds).")
 
 
 class DecisionRecord(Model):
     time: str
-    action: Literal["hold", "keep", "disable_speculation", "switch_variant", "enable_speculation", "set_schedule"]
+    action: Literal["hold", "keep", "disable_speculation", "switch_variant", "enable_speculation", "set_schedule", "start_trial", "promote_trial", "revert_trial"]
     reason: str
     speculation: bool
     variant: str | None = None
@@ -103,6 +127,7 @@ class SpeculativeServingStatus(Model):
     schedule: Schedule | None = Field(default=None, max_length=16, description="k by batch size decided by the health policy; unset: the spec's k.")
     schedule_summary: str | None = Field(default=None, description="The speculation in force in short: k4 (k 4 at every batch size), k4<=31,0 (4 up to 31, 0 above) or off.")
     recommendation: Recommendation | None = None
+    trial: Trial | None = Field(default=None, description="The trial in progress; unset when none runs (each trial's start and verdict are in decisions and events).")
     observation: Observation | None = None
     decisions: list[DecisionRecord] = Field(default_factory=list, max_length=20, description="Most recent decisions, newest last.")
     health: HealthStatus | None = None

@@ -18,7 +18,7 @@ import pydantic
 
 from specserve import api
 from specserve.api.conditions import merge_conditions
-from specserve.cluster import applying, availability, indexes, kube, servings
+from specserve.cluster import applying, availability, indexes, kube, reconcile, servings
 from specserve.decision import judgment
 from specserve.observation import metrics, readings
 from specserve.observation.poller import Poller, PollResult
@@ -198,7 +198,10 @@ async def apply_decision(body: dict[str, Any], spec: api.SpeculativeServingSpec,
     options = manifests.RenderOptions(pod_monitor_api=memo.get("pod_monitor_api", False))
     with acting(memo, key):
         try:
-            await applying.apply_all(memo["kube"], manifests.render(servings.owner_of(body), spec, state, options), applying.ledger_of(memo))
+            objects = manifests.render(servings.owner_of(body), spec, state, options)
+            await applying.apply_all(memo["kube"], objects, applying.ledger_of(memo))
+            if memo.get("cache") is not None:  # a trial's challenger slice goes once its verdict is recorded
+                await reconcile.prune(memo["kube"], body, objects, applying.ledger_of(memo), memo["cache"], memo.get("pod_monitor_api", False))
         except (applying.ApplyFailed, manifests.RenderError) as failure:
             cause = str(failure)
             if unapplied.get(key) != cause:

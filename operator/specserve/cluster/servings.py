@@ -21,7 +21,7 @@ def owner_of(body: dict[str, Any]) -> manifests.Owner:
 def decision_state(spec: api.SpeculativeServingSpec, status: dict[str, Any]) -> manifests.DecisionState:
     """The health loop's decisions, read back from status; a variant no longer declared falls back to the spec's."""
     state = judgment.state_from_status(spec, status)
-    return manifests.DecisionState(speculation=state.speculation, variant=state.variant, schedule=state.schedule)
+    return judgment.render_state_of(state, spec.trials)
 
 
 def refused(serving: dict[str, Any]) -> bool:

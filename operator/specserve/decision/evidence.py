@@ -197,6 +197,8 @@ class Plan:
     lines: tuple[str, ...]  # per weighted bucket: current and recommended estimates
     gain_low: float = 0.0  # the gain at the pessimistic end of the prediction (its confidence bound)
     confidence: float = 0.9
+    hypothesis: schedules.Schedule | None = None  # the best configuration by the point estimates, when not the current: worth a trial
+    hypothesis_gain: float = 0.0
 
     @property
     def changes(self) -> bool:
@@ -234,7 +236,11 @@ def plan(
     cautious = _memoized(lambda b, k: _pessimistic(estimate(b, k), z))
     in_schedule = _memoized(configurations.schedule_estimator(cautious, costs)) if costs is not None else cautious
     best_schedule = schedules.build_schedule(in_schedule, max_k, bucket_starts=bucket_starts, disable_above_batch_size=disable_above_batch_size, weights=full)
-    candidates = [best_schedule.ranges, configurations.OFF]
+    point_schedule = schedules.build_schedule(
+        configurations.schedule_estimator(estimate, costs) if costs is not None else estimate, max_k,
+        bucket_starts=bucket_starts, disable_above_batch_size=disable_above_batch_size, weights=full,
+    )
+    candidates = [tuple(tuple(r) for r in current), best_schedule.ranges, point_schedule.ranges, configurations.OFF]
     if disable_above_batch_size is None:
         candidates += [((1, 1, k),) for k in range(1, max_k + 1)]
 
@@ -248,7 +254,9 @@ def plan(
         return sum(w * (_pessimistic(under(ranges, bucket), z) if pessimistic else under(ranges, bucket)).speedup for bucket, w in seen)
 
     now_total = total(current, False)
-    chosen = max(candidates, key=lambda ranges: (total(ranges, True), -len(ranges)))
+    ties_keep_current = lambda ranges: (ranges == candidates[0], -len(ranges))  # noqa: E731
+    chosen = max(candidates, key=lambda ranges: (round(total(ranges, True), 9), *ties_keep_current(ranges)))
+    guess = max(candidates, key=lambda ranges: (round(total(ranges, False), 9), *ties_keep_current(ranges)))
     if chosen == configurations.OFF:
         chosen = ((1, 1, 0),)
     lines: list[str] = []
@@ -266,7 +274,10 @@ def plan(
     gain = new_total / now_total - 1 if now_total > 0 else 0.0
     gain_low = low_total / now_total - 1 if now_total > 0 else 0.0
     schedule = best_schedule if chosen == best_schedule.ranges else schedules.Schedule(tuple(chosen), max_k)
-    return Plan(schedule, tuple(tuple(r) for r in current), gain, weakest, tuple(lines), gain_low, confidence)  # type: ignore[arg-type]
+    hypothesis, hypothesis_gain = None, 0.0
+    if guess != candidates[0] and guess != configurations.OFF and now_total > 0:
+        hypothesis, hypothesis_gain = schedules.Schedule(tuple(guess), max_k), total(guess, False) / now_total - 1
+    return Plan(schedule, tuple(tuple(r) for r in current), gain, weakest, tuple(lines), gain_low, confidence, hypothesis, hypothesis_gain)  # type: ignore[arg-type]
 
 
 def _memoized(estimate: goodput.Estimator) -> goodput.Estimator:

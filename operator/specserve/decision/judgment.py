@@ -22,6 +22,9 @@ EVENT_REASONS = {
     "enable_speculation": ("Normal", "SpeculationReenabled"),
     "switch_variant": ("Normal", "VariantSwitched"),
     "set_schedule": ("Normal", "ScheduleChanged"),
+    "start_trial": ("Normal", "TrialStarted"),
+    "promote_trial": ("Normal", "TrialPromoted"),
+    "revert_trial": ("Normal", "TrialReverted"),
 }
 
 
@@ -63,6 +66,8 @@ def worth_writing(status: dict[str, Any], outcome: Outcome, now: float, spec: ap
     if _buckets_moved(old.get("buckets") or [], new.get("buckets") or []):
         return True
     if ((status.get("recommendation") or {}).get("summary")) != ((outcome.status.get("recommendation") or {}).get("summary")):
+        return True
+    if "trial" in outcome.status and (status.get("trial") or None) != outcome.status["trial"]:
         return True
     if _moved(old.get("references") or {}, new.get("references") or {}) or _moved(status.get("observation") or {}, outcome.status["observation"]):
         return True
@@ -120,19 +125,47 @@ def evaluate(body: dict[str, Any], spec: api.SpeculativeServingSpec, reading: te
     }
     if decision.plan is not None:  # while nothing is measured (a hold, speculation off) the last one stays, with its time
         patch["recommendation"] = recommendation_status(decision, now)
+    if kept.trial is not None or status.get("trial") is not None:
+        patch["trial"] = trial_status(kept, setup)
     record = _record(decision, kept if enforced else decision.state, enforced, now)
     decisions = list(status.get("decisions") or [])
     if decision.changes or not decisions or decisions[-1].get("action") != decision.action:
         patch["decisions"] = (decisions + [record])[-MAX_DECISIONS:]
     render_state = None
     if enforced and decision.changes:
-        render_state = manifests.DecisionState(speculation=kept.speculation, variant=kept.variant, schedule=kept.schedule)
+        render_state = render_state_of(kept, spec.trials)
         patch["speculation"] = "On" if kept.speculation else "Off"
         patch["activeVariant"] = kept.variant
         patch["schedule"] = [list(r) for r in kept.schedule] if kept.schedule else None
         patch["scheduleSummary"] = manifests.schedule_summary(spec, render_state)
         patch["effectiveNumSpeculativeTokens"] = max(k for _, _, k in manifests.ranges(spec, render_state)) if kept.speculation else 0
     return Outcome(decision, enforced, patch, _event(status, decision, enforced), render_state)
+
+
+def render_state_of(state: terms.State, trials: api.Trials) -> manifests.DecisionState:
+    """What the decisions in force render to: a challenger trial adds its slice beside the incumbent."""
+    trial = state.trial
+    challenger = trial.candidate if trial is not None and trial.mode == "challenger" else None
+    return manifests.DecisionState(
+        speculation=state.speculation, variant=state.variant, schedule=state.schedule,
+        challenger=challenger, challenger_replicas=trials.replicas if challenger else 0,
+    )
+
+
+def trial_status(state: terms.State, setup: terms.Setup) -> dict[str, Any] | None:
+    """status.trial: the trial in progress, or None (an explicit null clears the last one)."""
+    trial = state.trial
+    if trial is None:
+        return None
+    incumbent = trial.incumbent
+    return api.Trial(
+        candidate=[list(r) for r in trial.candidate], candidate_summary=evidence.short(trial.candidate),
+        incumbent=[list(r) for r in incumbent] if incumbent else None,
+        incumbent_summary=evidence.short(incumbent) if incumbent else evidence.short(setup.ranges(replace(state, schedule=None))) + " (the spec's)",
+        mode=trial.mode, started_time=format_time(trial.started_at) or "", predicted_gain=round(trial.predicted_gain, 4),
+        windows=trial.windows, needed=trial.needed,
+        candidate_speedup=_round(trial.candidate_speedup), incumbent_speedup=_round(trial.incumbent_speedup), incumbent_windows=trial.incumbent_windows,
+    ).model_dump(by_alias=True, mode="json")
 
 
 def estimated_speedup(outcome: Outcome) -> float | None:
@@ -179,6 +212,22 @@ def state_from_status(spec: api.SpeculativeServingSpec, status: dict[str, Any]) 
         references={k: float(v) for k, v in (health.get("references") or {}).items()},
         schedule=tuple(tuple(int(x) for x in r) for r in status["schedule"]) if status.get("schedule") else None,  # type: ignore[misc]
         verdicts=tuple(_verdict(b) for b in health.get("buckets") or []),
+        trial=_trial(status.get("trial")),
+        rejected=tuple(terms.Rejected(str(r["summary"]), parse_time(r.get("time")) or 0.0, r.get("measuredGain")) for r in health.get("rejected") or []),
+    )
+
+
+def _trial(recorded: dict[str, Any] | None) -> terms.Trial | None:
+    if not recorded:
+        return None
+    ranges = lambda value: tuple(tuple(int(x) for x in r) for r in value) if value else None  # noqa: E731
+    windows = int(recorded.get("windows") or 0)
+    incumbent_windows = float(recorded.get("incumbentWindows") or 0.0)
+    return terms.Trial(
+        candidate=ranges(recorded["candidate"]) or (), incumbent=ranges(recorded.get("incumbent")), mode=recorded.get("mode", "sequential"),
+        started_at=parse_time(recorded.get("startedTime")) or 0.0, predicted_gain=float(recorded.get("predictedGain") or 0.0),
+        needed=int(recorded.get("needed") or 1), candidate_sum=float(recorded.get("candidateSpeedup") or 0.0) * windows, windows=windows,
+        incumbent_sum=float(recorded.get("incumbentSpeedup") or 0.0) * incumbent_windows, incumbent_windows=incumbent_windows,
     )
 
 
@@ -211,6 +260,7 @@ def health_status(state: terms.State, spec: api.SpeculativeServingSpec, now: flo
                               cost_scale=round(v.cost_scale, 4) if v.cost_scale is not None else None)
             for v in state.verdicts
         ],
+        rejected=[api.RejectedCandidate(summary=r.summary, time=format_time(r.at) or "", measured_gain=_round(r.measured_gain)) for r in state.rejected],
     ).model_dump(by_alias=True, mode="json")  # explicit nulls clear what no longer holds (merge patch)
 
 

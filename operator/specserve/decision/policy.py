@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from specserve import api
-from specserve.decision import configurations, evidence, fitting, goodput, proposers, schedules
+from specserve.decision import configurations, evidence, fitting, goodput, proposers, schedules, trials
 from specserve.decision.acceptance import accepted_length, per_position_for_acceptance_rate
 from specserve.decision.terms import Decision, Ladder, Observation, Setup, State
 from specserve.engine import profiles, vllm
@@ -37,6 +37,8 @@ def decide(state: State, observation: Observation, policy: api.HealthPolicy, now
     if stale:
         return Decision("keep", stale, state)
     state, measurement = _learn_speedup(state, observation, policy, setup, now)
+    if state.trial is not None:
+        return trials.judge(state, observation, measurement, policy, setup, now)
     if _lowered_on_probation_over(state, policy, now):
         return _restore_spec_k(state, policy, setup, now)
     plan, estimate = _plan(state, observation, policy, setup, measurement, now)
@@ -55,6 +57,12 @@ def decide(state: State, observation: Observation, policy: api.HealthPolicy, now
         return Decision("keep", f"{problem} (breach {breaches} of {needed})", replace(state, consecutive_breaches=breaches), plan, estimate)
     if step_up is not None:
         return _switch(state, observation, ladder, now, step_up)
+    if remedy is not None and _on_trial(plan, remedy, setup):
+        assert plan is not None
+        held = trials.blocked(state, evidence.short(remedy), policy, now)
+        if held:
+            return Decision("keep", f"{problem}; {held}", replace(state, consecutive_breaches=breaches), plan, estimate)
+        return trials.start(state, setup, plan, measurement, policy, now, f"{problem} for {needed} consecutive evaluations")
     if remedy is not None:
         return _reschedule(state, policy, setup, now, f"{problem} for {needed} consecutive evaluations", remedy, plan, estimate)
     return _disable(state, policy, now, f"{(breach or '') + blocked} for {needed} consecutive evaluations")
@@ -68,7 +76,10 @@ def setup_for(spec: api.SpeculativeServingSpec, target_model: str | None = None)
     """The policy's view of a spec: its k, cut-off, proposer (sized for the checkpoint serving now) and vLLM release."""
     speculation = spec.speculation
     version = profiles.parse_version(spec.engine.vllm_version) if spec.engine.vllm_version else profiles.version_of_image(spec.engine.image)
-    return Setup(speculation.num_speculative_tokens, speculation.disable_above_batch_size, proposers.proposer_for_spec(spec, target_model), profiles.profile_for(version))
+    return Setup(
+        speculation.num_speculative_tokens, speculation.disable_above_batch_size, proposers.proposer_for_spec(spec, target_model), profiles.profile_for(version),
+        spec.trials, spec.replicas,
+    )
 
 
 def _missing_data(state: State, observation: Observation, policy: api.HealthPolicy, setup: Setup) -> str | None:
@@ -212,13 +223,25 @@ def _breach(
     if measurement is not None and measurement.k == 0:
         return _k_zero_breach(policy, setup, measurement)
     if state.verdicts and plan is not None and measurement is not None:
-        return _goodput_breach(policy, plan, measurement)  # the tails are part of the measurement
+        return _goodput_breach(policy, plan, measurement, setup)  # the tails are part of the measurement
     tail = _tail_regression(observation, policy)
     if tail:
         return tail, None
     if state.verdicts and plan is not None:
-        return _goodput_breach(policy, plan, None)
+        return _goodput_breach(policy, plan, None, setup)
     return _threshold_breach(state, observation, policy, setup)
+
+
+def _on_trial(plan: evidence.Plan | None, remedy: tuple[schedules.Range, ...], setup: Setup) -> bool:
+    """Whether a remedy is a prediction to try before it sticks: the goodput plan's hypothesis, or its schedule resting
+    on anything less than this serving's measurements (another k or bucket fitted, or a prior). Measured remedies
+    apply at once."""
+    if not setup.trials.enabled or plan is None:
+        return False
+    ranges = tuple(map(tuple, remedy))
+    if plan.hypothesis is not None and ranges == tuple(map(tuple, plan.hypothesis.ranges)):
+        return True
+    return plan.evidence != "measured" and ranges == tuple(map(tuple, plan.schedule.ranges))
 
 
 def _breaches_needed(policy: api.HealthPolicy, plan: evidence.Plan | None, measurement: evidence.Measurement | None, step_up: str | None) -> int:
@@ -235,15 +258,13 @@ def _breaches_needed(policy: api.HealthPolicy, plan: evidence.Plan | None, measu
     return min(policy.consecutive_breaches, DECISIVE_BREACHES) if decisive else policy.consecutive_breaches
 
 
-def _goodput_breach(policy: api.HealthPolicy, plan: evidence.Plan, measurement: evidence.Measurement | None) -> tuple[str | None, tuple[schedules.Range, ...] | None]:
+def _goodput_breach(policy: api.HealthPolicy, plan: evidence.Plan, measurement: evidence.Measurement | None, setup: Setup) -> tuple[str | None, tuple[schedules.Range, ...] | None]:
     """With measured or learned speedup the goodput model decides: rewrite when the predicted gain clears the margin,
     or, whatever the gain, when this window's P99 TPOT or TTFT broke its allowed ratio over the baseline's while
     speculating (the mixed-workload signature) and the plan changes that."""
-    if not plan.changes:
-        return None, None
     tail_broken = measurement is not None and measurement.k > 0 and measurement.tail is not None and measurement.tail < 1.0
-    if plan.gain < policy.min_predicted_gain and not tail_broken:
-        return None, None
+    if not plan.changes or ((plan.gain < policy.min_predicted_gain or not plan.certain) and not tail_broken):
+        return _worth_a_trial(policy, plan) if setup.trials.enabled else (None, None)
     why = measurement.explain() + "; " if measurement is not None and measurement.k > 0 and (tail_broken or measurement.speedup < 1.0) else ""
     return f"{why}goodput {plan.explain()} (margin {policy.min_predicted_gain:.0%})", (None if plan.all_off else plan.schedule.ranges)
 
@@ -259,6 +280,15 @@ def _k_zero_breach(policy: api.HealthPolicy, setup: Setup, measurement: evidence
     why = (f"{measurement.explain()}: a k=0 range is not off - {setup.profile.name} runs the {setup.proposer.method} drafter's pass "
            f"(modelled {costs.k0_cost(b):.2f} of a step) and PIECEWISE CUDA graphs (modelled {costs.schedule_cost(b):.2f}) at every step")
     return why, None
+
+
+def _worth_a_trial(policy: api.HealthPolicy, plan: evidence.Plan) -> tuple[str | None, tuple[schedules.Range, ...] | None]:
+    """A configuration the point estimates favour by the margin though its doubt spans no gain: not a reason to
+    rewrite, but a hypothesis a trial can measure (when trials are on)."""
+    if plan.hypothesis is None or plan.hypothesis_gain < policy.min_predicted_gain:
+        return None, None
+    return (f"goodput {evidence.short(plan.current)} -> {plan.hypothesis.short()} predicted {plan.hypothesis_gain:+.0%} on fitted or prior evidence, "
+            f"too uncertain to rewrite (at least {plan.gain_low:+.0%} at {plan.confidence:.0%} confidence) but worth a trial", plan.hypothesis.ranges)
 
 
 def _tails(observation: Observation, policy: api.HealthPolicy) -> list[tuple[float | None, float | None, evidence.Bounds, float]]:

@@ -8,15 +8,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from specserve import api
 from specserve.decision import configurations, evidence, goodput, proposers, schedules
 from specserve.decision.acceptance import clean_per_position
 from specserve.engine.profiles import EngineProfile, profile_for
 
-Action = Literal["hold", "keep", "disable_speculation", "switch_variant", "enable_speculation", "set_schedule"]
+Action = Literal[
+    "hold", "keep", "disable_speculation", "switch_variant", "enable_speculation", "set_schedule", "start_trial", "promote_trial", "revert_trial",
+]
 
 
 
-CHANGES: frozenset[str] = frozenset({"disable_speculation", "switch_variant", "enable_speculation", "set_schedule"})
+CHANGES: frozenset[str] = frozenset({
+    "disable_speculation", "switch_variant", "enable_speculation", "set_schedule", "start_trial", "promote_trial", "revert_trial",
+})
 
 
 
@@ -49,6 +54,9 @@ class Observation:
     requests_running: float | None = None
     requests_waiting: float | None = None
     kv_cache_usage: float | None = None
+    # A trial's challenger slice, measured in the same window (its own role):
+    challenger_p50_tpot: float | None = None
+    challenger_batch_size: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "per_position_acceptance", clean_per_position(self.per_position_acceptance))
@@ -70,6 +78,39 @@ class State:
     references: dict[str, float] = field(default_factory=dict)  # acceptance measured per variant
     schedule: tuple[schedules.Range, ...] | None = None  # k by batch size in force; None: the spec's own
     verdicts: tuple[evidence.Verdict, ...] = ()  # speedup learned per batch-size bucket
+    trial: Trial | None = None  # a predicted change being measured
+    rejected: tuple[Rejected, ...] = ()  # candidates trials measured worse
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A predicted change on trial: the candidate schedule against the incumbent, both measured against the baseline."""
+
+    candidate: tuple[schedules.Range, ...]
+    incumbent: tuple[schedules.Range, ...] | None  # None: the spec's own
+    mode: Literal["challenger", "sequential"]
+    started_at: float
+    predicted_gain: float
+    needed: int
+    candidate_sum: float = 0.0  # sum of the candidate's measured speedups
+    windows: int = 0
+    incumbent_sum: float = 0.0  # sum of the incumbent's (the window that started it, for a sequential trial)
+    incumbent_windows: float = 0.0
+
+    @property
+    def candidate_speedup(self) -> float | None:
+        return self.candidate_sum / self.windows if self.windows else None
+
+    @property
+    def incumbent_speedup(self) -> float | None:
+        return self.incumbent_sum / self.incumbent_windows if self.incumbent_windows else None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    summary: str
+    at: float
+    measured_gain: float | None = None
 
 
 
@@ -81,6 +122,8 @@ class Setup:
     disable_above_batch_size: int | None = None
     proposer: proposers.Proposer = field(default_factory=lambda: proposers.proposer_for("draft_model"))
     profile: EngineProfile = field(default_factory=lambda: profile_for(None))
+    trials: api.Trials = field(default_factory=api.Trials)
+    replicas: int = 1  # of the speculative Deployment: more than trials.replicas makes room for a challenger slice
 
     @property
     def costs(self) -> configurations.Costs:

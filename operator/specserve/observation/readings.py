@@ -16,11 +16,14 @@ def observe(result: Poll | MetricsError, window: int, namespace: str, name: str)
         return Observation(error=str(result))
     spec_role = result.role(window, namespace, name, manifests.ROLE_SPECULATIVE)
     baseline = result.role(window, namespace, name, manifests.ROLE_BASELINE)
+    challenger = result.role(window, namespace, name, manifests.ROLE_CHALLENGER)
     baseline_numbers = {
         "baseline_p99_tpot": baseline.p99_tpot if baseline else None,
         "baseline_p50_tpot": baseline.p50_tpot if baseline else None,
         "baseline_p99_ttft": baseline.p99_ttft if baseline else None,
         "baseline_batch_size": baseline.running_per_replica if baseline else None,
+        "challenger_p50_tpot": challenger.p50_tpot if challenger else None,
+        "challenger_batch_size": challenger.running_per_replica if challenger else None,
     }
     if spec_role is None:
         return Observation(**baseline_numbers)

@@ -17,9 +17,10 @@ from specserve.decision import judgment, policy, terms
 FIELDS = ("acceptance_rate", "draft_tokens", "p50_tpot", "p99_tpot", "baseline_p99_tpot", "p99_ttft", "request_rate")  # numbers or null
 BATCH_SIZES = ("batch_size", "baseline_batch_size")  # running requests per replica: numbers >= 0 or null
 BASELINE = ("baseline_p50_tpot", "baseline_p99_ttft")  # numbers or null
+CHALLENGER = ("challenger_p50_tpot", "challenger_batch_size")  # a trial's challenger slice, in the same window: numbers or null
 MAX_POSITIONS = 32  # per_position_acceptance holds at most this many draft positions
 # Every key a line may have, in the order `specserve export` writes them (all but k, which Prometheus cannot know).
-KEYS = ("t", *FIELDS, "variant", "per_position_acceptance", "k", *BATCH_SIZES, *BASELINE)
+KEYS = ("t", *FIELDS, "variant", "per_position_acceptance", "k", *BATCH_SIZES, *BASELINE, *CHALLENGER)
 
 
 class ReplayError(ValueError):
@@ -68,6 +69,7 @@ def parse_line(line: str, number: int) -> tuple[float, terms.Observation]:
     _check_keys(record, number)
     values = {name: _value(record, name, number) for name in (*FIELDS, *BASELINE)}
     values.update({name: _size(record, name, number) for name in BATCH_SIZES})
+    values.update({"challenger_p50_tpot": _value(record, "challenger_p50_tpot", number), "challenger_batch_size": _size(record, "challenger_batch_size", number)})
     if values["acceptance_rate"] is not None and values["draft_tokens"] is None:
         raise ReplayError(
             f"line {number}: acceptance_rate {values['acceptance_rate']:g} without draft_tokens: the policy weighs acceptance only "

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from specserve import api, catalog
@@ -17,6 +17,7 @@ from specserve.engine import vllm
 MANAGER = "specserve"
 ROLE_SPECULATIVE = "speculative"
 ROLE_BASELINE = "baseline"
+ROLE_CHALLENGER = "challenger"  # a trial's candidate beside the incumbent, behind the same Service
 SERVING_LABEL = "specserve.dev/serving"
 ROLE_LABEL = "specserve.dev/role"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -52,6 +53,8 @@ class DecisionState:
     speculation: bool = True
     variant: str | None = None
     schedule: tuple[tuple[int, int, int], ...] | None = None  # k by batch size; None: the spec's k
+    challenger: tuple[tuple[int, int, int], ...] | None = None  # a trial's candidate schedule, run by its own slice
+    challenger_replicas: int = 0  # taken from the speculative Deployment's replicas while the trial runs
 
 
 def ranges(spec: api.SpeculativeServingSpec, state: DecisionState) -> tuple[tuple[int, int, int], ...]:
@@ -114,6 +117,8 @@ def render(owner: Owner, spec: api.SpeculativeServingSpec, state: DecisionState,
     check(spec, state)
     target = resolve_target(spec, state)
     objects = [deployment(owner, spec, state, target, ROLE_SPECULATIVE)]
+    if trial_slice(spec, state):
+        objects.append(deployment(owner, spec, state, target, ROLE_CHALLENGER))
     if spec.baseline.replicas > 0:
         objects.append(deployment(owner, spec, state, target, ROLE_BASELINE))
     objects.append(service(owner))
@@ -159,9 +164,15 @@ def _metadata(owner: Owner, name: str, labels: dict[str, str]) -> dict[str, Any]
     return meta
 
 
+def trial_slice(spec: api.SpeculativeServingSpec, state: DecisionState) -> bool:
+    """Whether a challenger Deployment runs: a trial's candidate while speculation is on and replicas leave room."""
+    return state.challenger is not None and state.speculation and 0 < state.challenger_replicas < spec.replicas
+
+
 def deployment(owner: Owner, spec: api.SpeculativeServingSpec, state: DecisionState, target: Target, role: str) -> dict[str, Any]:
-    schedule = ranges(spec, state)
-    speculating = role == ROLE_SPECULATIVE and state.speculation and any(k > 0 for _, _, k in schedule)
+    challenger = role == ROLE_CHALLENGER
+    schedule = ranges(spec, replace(state, schedule=state.challenger)) if challenger else ranges(spec, state)
+    speculating = role in (ROLE_SPECULATIVE, ROLE_CHALLENGER) and state.speculation and any(k > 0 for _, _, k in schedule)
     args = vllm.serve_args(
         model=target.model,
         served_model_name=spec.target.served_model_name or owner.name,
@@ -172,7 +183,9 @@ def deployment(owner: Owner, spec: api.SpeculativeServingSpec, state: DecisionSt
         speculative=vllm.speculative_config(spec.speculation, schedule) if speculating else None,
     )
     labels = common_labels(owner.name, role)
-    replicas = spec.replicas if role == ROLE_SPECULATIVE else spec.baseline.replicas
+    replicas = {ROLE_SPECULATIVE: spec.replicas, ROLE_BASELINE: spec.baseline.replicas, ROLE_CHALLENGER: state.challenger_replicas}[role]
+    if role == ROLE_SPECULATIVE and trial_slice(spec, state):
+        replicas -= state.challenger_replicas
     annotations = {**spec.engine.pod_annotations, "specserve.dev/variant": target.variant or "", "specserve.dev/speculation": "on" if speculating else "off"}
     return {
         "apiVersion": "apps/v1",
