@@ -26,7 +26,7 @@ import aiohttp
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import parsing  # noqa: E402
+import parsing
 
 RESDIR = os.environ.get("RESDIR", "/tmp/res")
 CONFIGS_JSON = os.environ.get("CONFIGS_JSON", os.path.join(HERE, "configs.json"))

@@ -15,7 +15,7 @@ import sys
 from aiohttp import web
 
 sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.abspath(__file__)))
-import parsing  # noqa: E402
+import parsing
 
 argv = sys.argv[1:]
 if argv and argv[0] == "serve":
@@ -32,7 +32,7 @@ if spec:
 print(f"INFO Initializing a V1 LLM engine (v0.26.0) with config: 'cudagraph_mode': <CUDAGraphMode.{mode}: (2, 1)>, ...")
 print("INFO Available KV cache memory: 97.50 GiB\nINFO GPU KV cache size: 798,720 tokens\n"
       "INFO Maximum concurrency for 2,048 tokens per request: 390.00x")
-print(f"Capturing CUDA graphs (mixed prefill-decode, PIECEWISE): 100%|##########| 67/67\r"
+print("Capturing CUDA graphs (mixed prefill-decode, PIECEWISE): 100%|##########| 67/67\r"
       + ("" if mode == "PIECEWISE" else "Capturing CUDA graphs (decode, FULL): 100%|##########| 35/35"))
 print("INFO Graph capturing finished in 9 secs, took 0.55 GiB", flush=True)
 

@@ -5,7 +5,10 @@ with the tokenizer built by mk_tok.py (SmolLM2, vocabulary 49152).
 
 writes OUTDIR/target and OUTDIR/draft (the paths bench/gpu/specs/*.yaml name) and OUTDIR/shapes.json.
 A shape is a name below or explicit fields, e.g. "hidden=3072,layers=28,heads=24,kv=8,inter=8192,tied=1"."""
-import argparse, json, os, time
+import argparse
+import json
+import os
+import time
 
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM

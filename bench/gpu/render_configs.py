@@ -64,7 +64,7 @@ def main() -> None:
     cache: dict[str, list[dict]] = {}
     out: dict = {
         "rendered_with": "specserve render bench/gpu/specs/<spec>.yaml (fresh decision state)",
-        "rendered_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "rendered_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "specserve_commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip(),
         "order": list(CONFIGS),
         "configs": {},
