@@ -91,6 +91,7 @@ class SimOptions(Workload):
     seed: int = 0
     time_scale: float = 0.05
     gpu_memory_gib: float = 80.0
+    speculation_cost_scale: float = 1.0  # this world's speculative step cost (c - 1) over the GPU calibration's
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def parse(argv: list[str], prog: str = "vllm serve") -> ServeConfig:
         sim=SimOptions(
             seed=ns.sim_seed, qps=ns.sim_qps, temperature=ns.sim_temperature, acceptance=ns.sim_acceptance,
             echo=ns.sim_echo, prompt_tokens=ns.sim_prompt_tokens, max_tokens=ns.sim_max_tokens,
-            time_scale=ns.sim_time_scale, gpu_memory_gib=ns.sim_gpu_memory_gib,
+            time_scale=ns.sim_time_scale, gpu_memory_gib=ns.sim_gpu_memory_gib, speculation_cost_scale=ns.sim_speculation_cost_scale,
         ),
     )
 
@@ -215,6 +216,8 @@ def _add_sim_options(group: argparse._ArgumentGroup) -> None:
     option("max-tokens", _positive_int, defaults.max_tokens, "max_tokens of synthetic requests")
     option("time-scale", _positive_float, defaults.time_scale, "wall seconds per simulated second")
     option("gpu-memory-gib", _positive_float, defaults.gpu_memory_gib, "memory of each simulated GPU")
+    option("speculation-cost-scale", _non_negative, defaults.speculation_cost_scale,
+           "what speculating costs per step here (c - 1) as a share of the GPU calibration's: a world the priors misjudge")
 
 
 def _model(parser: ServeArgumentParser, ns: argparse.Namespace) -> str:

@@ -55,30 +55,32 @@ class StepCost:
     target: Model
     proposer: proposers.Proposer | None = None
     draft: Model | None = None  # the draft model or the EAGLE/MTP head: it prefills every prompt too
+    cost_scale: float = 1.0  # --sim-speculation-cost-scale
 
     @classmethod
     def for_config(cls, config: ServeConfig) -> StepCost:
         hardware = Hardware(memory_gib=config.sim.gpu_memory_gib)
+        scale = config.sim.speculation_cost_scale
         params = sizing.params_billions(config.model)
         target_precision = sizing.precision(config.quantization, config.model, config.dtype)
         tp = config.tensor_parallel_size
         target = Model(params, sizing.weight_bytes(params, target_precision), sizing.kv_bytes_per_token(params, config.kv_cache_dtype), tp)
         spec = config.speculation
         if spec is None:
-            return cls(hardware, target)
+            return cls(hardware, target, cost_scale=scale)
         method = GOODPUT_METHOD.get(spec.method, spec.method)
         target_size = calibration.ModelSize(params, tensor_parallel_size=tp)
         if spec.proposer == "ngram":
-            return cls(hardware, target, proposers.proposer_for(method, target_size))
+            return cls(hardware, target, proposers.proposer_for(method, target_size), cost_scale=scale)
         if spec.proposer == "head":
             head_params = HEAD_PARAMS_SHARE * params + HEAD_PARAMS_FIXED_B
             head = Model(head_params, sizing.weight_bytes(head_params, target_precision), target.kv_bytes_per_token * HEAD_KV_SHARE, tp)
-            return cls(hardware, target, proposers.proposer_for(method, target_size, calibration.ModelSize(head_params, 1, tp)), head)
+            return cls(hardware, target, proposers.proposer_for(method, target_size, calibration.ModelSize(head_params, 1, tp)), head, scale)
         draft_params = sizing.params_billions(spec.model, params / 10)
         draft_precision = sizing.precision(spec.quantization, spec.model, config.dtype)
         draft_gpus = spec.draft_tensor_parallel_size or tp
         draft = Model(draft_params, sizing.weight_bytes(draft_params, draft_precision), sizing.kv_bytes_per_token(draft_params, config.kv_cache_dtype), draft_gpus)
-        return cls(hardware, target, proposers.proposer_for(method, target_size, calibration.ModelSize(draft_params, tensor_parallel_size=draft_gpus)), draft)
+        return cls(hardware, target, proposers.proposer_for(method, target_size, calibration.ModelSize(draft_params, tensor_parallel_size=draft_gpus)), draft, scale)
 
     def step_time(self, decoding: int, k: int, prefill_tokens: int, context_tokens: int, accepted_length: float = 1.0) -> float:
         """One step: `decoding` sequences verify k drafts each (accepting accepted_length - 1 on average), plus a prompt chunk.
@@ -98,7 +100,7 @@ class StepCost:
         hardware = self.hardware
         decode_part = hardware.step_overhead + hardware.token_overhead * decoding + self.target.forward(hardware, decoding, 0, context_tokens)
         cost = goodput.step_cost(decoding, k, accepted_length, self.proposer)
-        return decode_part * (cost.total - 1)
+        return decode_part * (cost.total - 1) * self.cost_scale
 
     def kv_capacity_tokens(self, config: ServeConfig) -> int:
         """Tokens of KV cache left after the weights, never less than one full-length request."""

@@ -62,7 +62,7 @@ def decide(state: State, observation: Observation, policy: api.HealthPolicy, now
         held = trials.blocked(state, evidence.short(remedy), policy, now)
         if held:
             return Decision("keep", f"{problem}; {held}", replace(state, consecutive_breaches=breaches), plan, estimate)
-        return trials.start(state, setup, plan, measurement, policy, now, f"{problem} for {needed} consecutive evaluations")
+        return trials.start(state, setup, plan, remedy, measurement, policy, now, f"{problem} for {needed} consecutive evaluations")
     if remedy is not None:
         return _reschedule(state, policy, setup, now, f"{problem} for {needed} consecutive evaluations", remedy, plan, estimate)
     return _disable(state, policy, now, f"{(breach or '') + blocked} for {needed} consecutive evaluations")

@@ -38,13 +38,19 @@ def blocked(state: State, candidate: str, policy: api.HealthPolicy, now: float) 
     return None
 
 
-def start(state: State, setup: Setup, plan: evidence.Plan, measurement: evidence.Measurement | None, policy: api.HealthPolicy, now: float, why: str) -> Decision:
-    """Start trying the plan's schedule; the incumbent stays recorded so a revert restores it exactly."""
+def start(
+    state: State, setup: Setup, plan: evidence.Plan, candidate: tuple[schedules.Range, ...], measurement: evidence.Measurement | None,
+    policy: api.HealthPolicy, now: float, why: str,
+) -> Decision:
+    """Start trying `candidate` (the plan's schedule or its hypothesis); the incumbent stays recorded so a revert
+    restores it exactly."""
     trials = setup.trials
     mode = mode_for(setup.replicas, trials)
-    candidate = tuple(tuple(r) for r in plan.schedule.ranges)
+    candidate = tuple(tuple(r) for r in candidate)  # type: ignore[misc]
+    hypothesis = plan.hypothesis is not None and candidate == tuple(tuple(r) for r in plan.hypothesis.ranges)
+    predicted = plan.hypothesis_gain if hypothesis else plan.gain
     trial = Trial(
-        candidate=candidate, incumbent=state.schedule, mode=mode, started_at=now, predicted_gain=plan.gain, needed=trials.windows,  # type: ignore[arg-type]
+        candidate=candidate, incumbent=state.schedule, mode=mode, started_at=now, predicted_gain=predicted, needed=trials.windows,  # type: ignore[arg-type]
         incumbent_sum=measurement.speedup if measurement is not None else 0.0, incumbent_windows=1.0 if measurement is not None else 0.0,
     )
     where = (f"on {trials.replicas} challenger replica(s) beside the incumbent" if mode == "challenger"
@@ -52,8 +58,9 @@ def start(state: State, setup: Setup, plan: evidence.Plan, measurement: evidence
     started = replace(state, trial=trial, consecutive_breaches=0, last_action_at=now)
     if mode == "sequential":
         started = replace(started, schedule=candidate, configured_at=now)
-    reason = (f"{why}: trying {evidence.short(candidate)} against {_incumbent(setup, state)} {where}, predicted {plan.gain:+.0%} "
-              f"[{plan.evidence}]; promoted after {trials.windows} measured window(s) only if it measures at least {policy.min_predicted_gain:+.0%} over the incumbent")
+    basis = "fitted or prior" if hypothesis else plan.evidence
+    reason = (f"{why}: trying {evidence.short(candidate)} against {_incumbent(setup, state)} {where}, predicted {predicted:+.0%} "
+              f"[{basis}]; promoted after {trials.windows} measured window(s) only if it measures at least {policy.min_predicted_gain:+.0%} over the incumbent")
     return Decision("start_trial", reason, started, plan)
 
 
