@@ -25,10 +25,6 @@ MANAGED = indexes.MANAGED
 API_UNREACHABLE = applying.API_UNREACHABLE
 
 
-MANAGED = indexes.MANAGED
-API_UNREACHABLE = applying.API_UNREACHABLE
-
-
 async def reconcile_marked(key: indexes.ServingKey, failures: int, memo: kopf.Memo, settings: kopf.OperatorSettings) -> None:
     """One turn of the reconcile queue for one serving; raises kopf.TemporaryError to be tried again later."""
     body = memo["cache"].serving(*key)
@@ -85,7 +81,7 @@ async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger, 
     generation = meta.get("generation")
     client: kube.Kube = memo["kube"]
     try:
-        intent = intents.renderings_of(memo).of(body, memo.get("pod_monitor_api", False))
+        intent = intents.renderings_of(memo).of(body, intents.options_of(memo))
     except (pydantic.ValidationError, manifests.RenderError) as error:
         reason = getattr(error, "reason", "InvalidSpec")
         return await _reject(client, body, reason, api.describe_error(error, prefix="spec."), cache=cache)
