@@ -362,13 +362,28 @@ def test_installed_entry_point_prints_no_traceback_for_a_missing_file(tmp_path: 
     assert (result.returncode, result.stdout, result.stderr) == (2, "", f"specserve plan: {tmp_path / 'absent.yaml'}: no such file\n")
 
 
-def test_run_with_its_metrics_port_taken_exits_2_at_once(tmp_path: Path) -> None:
-    kubeconfig = write(tmp_path, "config", yaml.safe_dump({
+def unreachable_kubeconfig(tmp_path: Path) -> Path:
+    """A kubeconfig that logs in (no cluster answers it): `run` gets past its login check."""
+    return write(tmp_path, "config", yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "c",
         "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
         "users": [{"name": "u", "user": {"token": "t"}}],
         "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
     }))
+
+
+def test_run_with_its_liveness_port_taken_exits_2_at_once(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        endpoint = f"http://127.0.0.1:{busy.getsockname()[1]}/healthz"
+        result = specserve("run", "--metrics-port", "0", "--liveness", endpoint, env=no_cluster_environment(tmp_path, KUBECONFIG=str(unreachable_kubeconfig(tmp_path))), timeout=30)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == f"specserve run: cannot serve the liveness endpoint {endpoint}: Address already in use (another process holds the port; choose one with --liveness http://HOST:PORT/healthz)\n"
+
+
+def test_run_with_its_metrics_port_taken_exits_2_at_once(tmp_path: Path) -> None:
+    kubeconfig = unreachable_kubeconfig(tmp_path)
     with socket.socket() as busy:
         busy.bind(("0.0.0.0", 0))
         busy.listen()

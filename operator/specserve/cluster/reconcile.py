@@ -64,13 +64,27 @@ async def track_serving(type: str | None, body: kopf.Body, namespace: str, name:
     memo["cache"].observe(type, body)
     memo["kube"].watched(namespace, name, None if type == "DELETED" else body)
     if type == "DELETED":
-        TELEMETRY.forget_serving(namespace, name)
-        applying.ledger_of(memo).forget_serving(namespace, name)
-        memo["reconciler"].forget((namespace, name))
+        forget_serving(memo, namespace, name)
     else:
         meta = body.get("metadata") or {}
         memo["reconciler"].mark_changed((namespace, name), (meta.get("uid"), meta.get("generation")))
     memo["health_loop"].ensure_running()  # from a handler: the loop's task inherits the context kopf.event() needs
+
+
+def forget_serving(memo: kopf.Memo, namespace: str, name: str) -> None:
+    """A serving is gone: its gauges, what was applied for it and its turn in the queue go too."""
+    TELEMETRY.forget_serving(namespace, name)
+    applying.ledger_of(memo).forget_serving(namespace, name)
+    memo["reconciler"].forget((namespace, name))
+
+
+def forget_every_serving(memo: kopf.Memo) -> None:
+    """The CRD is gone, and every serving with it: the cache keeps none, whatever the watch delivered before it broke."""
+    cache: indexes.Cache = memo["cache"]
+    for namespace, name in list(cache.servings):
+        cache.servings.drop((namespace, name), name)
+        memo["kube"].watched(namespace, name, None)
+        forget_serving(memo, namespace, name)
 
 
 async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger, retry: int, cache: indexes.Cache) -> dict[str, Any] | None:
@@ -111,7 +125,7 @@ async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger, 
         new = serving_status(latest, deployments, generation, [accepted, memory], state, spec)
         return new if status_changed(latest, new) else None
 
-    written = await client.update_serving_status(meta["namespace"], meta["name"], build, known=body)
+    written = await client.update_serving_status(meta["namespace"], meta["name"], build, known=body, required=True)
     if forgotten:
         kopf.event(body, type="Warning", reason="UnknownVariant", message=forgotten[:1024])
     if status.get("observedGeneration") != generation or (_find_condition(status, "Accepted") or {}).get("status") != "True":
@@ -164,7 +178,7 @@ async def _record_apply_failure(
         previous.update(_find_condition(latest, "Accepted") or {})
         return serving_status(latest, deployments, generation, [accepted, *own], state, spec)
 
-    await client.update_serving_status(meta["namespace"], meta["name"], build)
+    await client.update_serving_status(meta["namespace"], meta["name"], build, required=True)
     same_cause = previous.get("reason") == "ApplyFailed" and str(previous.get("message", "")).startswith(failure.cause + ";")
     if not same_cause:
         kopf.event(body, type="Warning", reason="ApplyFailed", message=message[:1024])
@@ -194,7 +208,7 @@ async def _reject(
         previous.update(_find_condition(latest, "Accepted") or {})
         return {"observedGeneration": generation, "phase": "Invalid", "conditions": merge_conditions(latest.get("conditions") or [], [accepted, *(extra or [])])}
 
-    written = await client.update_serving_status(body["metadata"]["namespace"], body["metadata"]["name"], build)
+    written = await client.update_serving_status(body["metadata"]["namespace"], body["metadata"]["name"], build, required=True)
     if (previous.get("reason"), previous.get("message"), previous.get("observedGeneration")) != (reason, message, generation):
         kopf.event(body, type="Warning", reason=reason, message=message[:1024])
     return written
