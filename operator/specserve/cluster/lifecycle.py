@@ -51,7 +51,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     if "poller" not in memo:
         labels = metrics.Labels(operator_settings.namespace_label, operator_settings.serving_label, operator_settings.role_label)
         query = metrics.prometheus_query(operator_settings.prometheus_url, operator_settings.prometheus_timeout_seconds)
-        memo["poller"] = Poller(query, labels, operator_settings.poll_interval_seconds)
+        memo["poller"] = Poller(query, labels, operator_settings.poll_interval_seconds, operator_settings.prometheus_url)
     memo["poller_task"] = asyncio.create_task(memo["poller"].run(), name="specserve-poller")
     if "health_loop" not in memo:
         memo["health_loop"] = health_loop.HealthLoop(memo["poller"], memo)
