@@ -163,6 +163,20 @@ def seniority_priority(started: float, tiebreak: int) -> int:
 
 
 
+PLAIN_LOG_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"  # Kopf prefixes a serving's lines with [namespace/name]
+
+
+def configure_logging(settings: OperatorSettings) -> None:
+    """Kopf's log handler: JSON as Kopf writes it (its `object` key names the serving), or plain lines with the time,
+    the level and, for a serving's lines, [namespace/name]."""
+    verbose = settings.log_level == "DEBUG"
+    if settings.log_format == "json":
+        kopf.configure(log_format=kopf.LogFormat.JSON, verbose=verbose)
+    else:
+        kopf.configure(log_format=PLAIN_LOG_FORMAT, log_prefix=True, verbose=verbose)  # type: ignore[arg-type]  # Kopf takes a format string too
+    logging.getLogger().setLevel(settings.log_level)
+
+
 def _check_liveness_port(endpoint: str) -> None:
     """StartupError when the liveness endpoint's port is taken: Kopf would fail with a traceback once started."""
     parts = urllib.parse.urlsplit(endpoint)
@@ -188,8 +202,7 @@ def run(settings: OperatorSettings) -> None:
             ) from None
     if settings.liveness_endpoint:
         _check_liveness_port(settings.liveness_endpoint)
-    kopf.configure(log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN, verbose=settings.log_level == "DEBUG")
-    logging.getLogger().setLevel(settings.log_level)
+    configure_logging(settings)
     kopf.run(
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,

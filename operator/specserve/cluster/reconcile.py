@@ -98,11 +98,11 @@ async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger, 
         intent = intents.renderings_of(memo).of(body, intents.options_of(memo))
     except (pydantic.ValidationError, manifests.RenderError) as error:
         reason = getattr(error, "reason", "InvalidSpec")
-        return await _reject(client, body, reason, api.describe_error(error, prefix="spec."), cache=cache)
+        return await _reject(client, body, reason, api.describe_error(error, prefix="spec."), cache=cache, logger=logger)
     spec, state, objects, budget = intent.spec, intent.state, intent.objects, intent.budget
     memory = condition("MemoryBudget", budget.status, budget.reason, budget.message, generation)
     if budget.blocking:
-        return await _reject(client, body, planner.REFUSED_REASON, budget.message, [memory], cache=cache)
+        return await _reject(client, body, planner.REFUSED_REASON, budget.message, [memory], cache=cache, logger=logger)
     _announce_budget(body, status, memory)
     ledger = applying.ledger_of(memo)
     try:
@@ -110,7 +110,7 @@ async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger, 
         await prune(client, body, objects, ledger, cache, memo.get("pod_monitor_api", False))
     except applying.ApplyFailed as failure:
         if failure.refused:
-            return await _reject(client, body, "ApplyRejected", failure.cause, done=failure.progress(), cache=cache)
+            return await _reject(client, body, "ApplyRejected", failure.cause, done=failure.progress(), cache=cache, logger=logger)
         await _record_apply_failure(client, body, failure, retry, memo, [memory], (spec, state), cache)
         raise  # unreachable: _record_apply_failure raises kopf.TemporaryError
     if done.written:
@@ -193,14 +193,18 @@ async def _reject(
     extra: list[dict[str, Any]] | None = None,
     done: str | None = None,
     cache: indexes.Cache | None = None,
+    logger: kopf.Logger | None = None,
 ) -> dict[str, Any] | None:
-    """Record a problem only the operator can see: a condition, and one Warning event per distinct problem.
-    `done` says what went in before the problem was found; by default nothing did."""
+    """Record a problem only the operator can see: a condition, one Warning event per distinct problem, and one log
+    line per generation (reconcile runs once per generation and process). `done` says what went in before the
+    problem was found; by default nothing did."""
     generation = body["metadata"].get("generation")
     if done is None:
         serving_before = cache is not None and cache.deployments_of(body["metadata"]["namespace"], body["metadata"]["name"], body["metadata"].get("uid"))
         done = "nothing applied" + ("; the objects applied earlier keep serving" if serving_before else "")
     message = f"{problem}; {done}"
+    if logger is not None:
+        logger.warning("refused generation %s (Accepted=False, %s): %s", generation, reason, message)
     accepted = condition("Accepted", "False", reason, message, generation)
     previous: dict[str, Any] = {}
 
