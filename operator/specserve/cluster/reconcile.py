@@ -218,10 +218,13 @@ async def _reject(
     return written
 
 
+ANNOUNCED_BUDGET_VERDICTS = ("FitsWithWarnings", "CannotJudge")  # applied, with a Warning event MemoryBudget<verdict>
+
+
 def _announce_budget(body: dict[str, Any], status: dict[str, Any], memory: dict[str, Any]) -> None:
     """One Warning event per distinct memory-budget warning or doubt."""
     previous = _find_condition(status, "MemoryBudget") or {}
-    if memory["reason"] in ("FitsWithWarnings", "CannotJudge") and (previous.get("reason"), previous.get("message")) != (memory["reason"], memory["message"]):
+    if memory["reason"] in ANNOUNCED_BUDGET_VERDICTS and (previous.get("reason"), previous.get("message")) != (memory["reason"], memory["message"]):
         kopf.event(body, type="Warning", reason=f"MemoryBudget{memory['reason']}", message=memory["message"][:1024])
 
 
