@@ -68,7 +68,7 @@ class Installation:
             except (ApiException, OSError) as error:
                 LOG.debug("could not ask whether %s is installed: %s", CRD_NAME, error)
                 continue
-            if installed != before:
+            if installed != before or kopf_watches() not in (None, installed):
                 await rescan()  # Kopf's CRD watch may have looked before discovery served the change
             if before and not installed:
                 gone()
@@ -107,6 +107,15 @@ async def _observing_resources(*, settings: Any, registry: Any, insights: Any) -
     """Kopf's resource observer, remembered so that rescan() can do what Kopf does when a CRD changes."""
     _observer.update(settings=settings, registry=registry, insights=insights)
     await _kopf_resource_observer(settings=settings, registry=registry, insights=insights)
+
+
+def kopf_watches() -> bool | None:
+    """Whether Kopf watches SpeculativeServings now (None: no operator runs in this process). A CRD deleted and created
+    again between two checks changes nothing discovery says, yet Kopf may have stopped watching for good."""
+    insights = _observer.get("insights")
+    if insights is None:
+        return None
+    return any(r.group == api.GROUP and r.plural == api.PLURAL for r in insights.watched_resources)
 
 
 async def rescan() -> None:
