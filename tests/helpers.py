@@ -82,6 +82,8 @@ CEL_CASES = {
     "undeclared active variant": mutate(mutate(BASE, ["spec", "target", "variants"], [{"name": "a", "model": "x/y"}]), ["spec", "target", "activeVariant"], "b"),
     "draft tp mismatch": mutate(mutate(BASE, ["spec", "speculation"], {"method": "draft_model", "draft": {"model": "o/d", "tensorParallelSize": 3}}), ["spec", "gpu"], {"count": 4}),
     "gpu in resources": mutate(BASE, ["spec", "engine"], {"resources": {"requests": {"nvidia.com/gpu": 1}}}),
+    "container non-root as root": mutate(BASE, ["spec", "engine", "securityContext"], {"runAsNonRoot": True, "runAsUser": 0}),
+    "pod non-root as root": mutate(BASE, ["spec", "engine", "podSecurityContext"], {"runAsNonRoot": True, "runAsUser": 0}),
     "name too long": mutate(BASE, ["metadata", "name"], "x" * 43),
     "name with a dot": mutate(BASE, ["metadata", "name"], "qwen2.5-7b"),
     "name starting with a digit": mutate(BASE, ["metadata", "name"], "7b-chat"),

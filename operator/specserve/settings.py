@@ -30,4 +30,8 @@ class OperatorSettings(BaseSettings):
     retry_first_seconds: float = Field(default=10.0, ge=0.1, le=600, description="First delay after an apply the API server did not take; doubles per attempt.")
     retry_longest_seconds: float = Field(default=600.0, ge=1, le=3600, description="Longest delay between apply attempts.")
     list_chunk_size: int = Field(default=500, ge=0, le=100000, description="Objects per page when listing at start-up; 0 lists everything in one answer.")
+    allowed_image_prefixes: list[str] = Field(
+        default_factory=list,
+        description="The image policy: a serving whose spec.engine.image starts with none of these is refused (Accepted=False, ImageNotAllowed); empty allows every image.",
+    )
     pod_monitor_api: Literal["auto", "true", "false"] = Field(default="auto", description="Whether the cluster serves monitoring.coreos.com/v1; auto asks the API server.")

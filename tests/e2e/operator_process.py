@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,9 +34,18 @@ def free_port() -> int:
 class OperatorProcess:
     process: subprocess.Popen[bytes]
     log: Path
+    port: int = 0  # of the liveness endpoint (/healthz) and readiness beside it (/readyz)
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def probe(self, path: str) -> tuple[int, str]:
+        """GET http://127.0.0.1:PORT/PATH: the status code and the body (a 503 is an answer, not an error)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
 
 
 @contextlib.contextmanager
@@ -53,7 +63,7 @@ def running_operator(label: str, args: list[str], env: dict[str, str] | None = N
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         try:
             _wait_alive(port, process, log_path, start_timeout)
-            yield OperatorProcess(process, log_path)
+            yield OperatorProcess(process, log_path, port)
         finally:
             stop(process, grace_seconds=30)
 

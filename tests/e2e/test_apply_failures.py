@@ -1,6 +1,8 @@
-"""Applies the real API server does not take: a full ResourceQuota and a refusing admission policy.
+"""Applies the real API server does not take: a full ResourceQuota and a refusing admission policy; pods it does not admit.
 
-The serving says which object failed and why, one Warning per cause, backs off, and recovers by itself.
+The serving says which object failed and why, one Warning per cause, backs off, and recovers by itself. Pods refused by a
+quota or by Pod Security are named in the serving's conditions (the Deployment's ReplicaFailure); hardened pods pass
+Pod Security baseline as rendered, and restricted with a non-root user in the spec.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from specserve.cluster import kube as k
-from tests.e2e.cluster import condition_of, create, eventually, get, status_of, warnings_of
+from tests.e2e.cluster import condition_of, create, eventually, get, merge_patch, status_of, warnings_of
 from tests.e2e.conftest import delete_namespace, delete_servings_then_namespace, new_namespace
 from tests.e2e.operator_process import running_operator
-from tests.helpers import serving
+from tests.helpers import EXAMPLES, load_example, serving
 
 FIRST_RETRY, LONGEST_RETRY = 1.0, 8.0
 GPU_FREE = {"gpu": {"resourceName": "", "product": "L40S"}, "engine": {"resources": {"requests": {"cpu": "10m"}}}}
@@ -153,3 +155,95 @@ def test_an_object_admission_refuses_is_invalid_with_one_warning_and_no_retries(
     time.sleep(FIRST_RETRY * 8)
     rejections = [e for e in warnings_of(kube, namespace, REFUSED_NAME) if e["reason"] == "ApplyRejected"]
     assert len(rejections) == 1 and rejections[0].get("count", 1) == 1
+
+
+# ---------------------------------------------------------------- pods refused: a pod quota, and Pod Security admission
+
+NON_ROOT = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000}
+
+
+@pytest.fixture(scope="module")
+def pod_admission(kube):
+    """Three namespaces that judge pods, under one operator: a ResourceQuota allowing no pod, Pod Security
+    enforce=baseline and enforce=restricted (the API server's built-in admission, labels on the namespace)."""
+    names = {"quota": new_namespace(kube, "specserve-podquota"), "baseline": new_namespace(kube, "specserve-psa-base"), "restricted": new_namespace(kube, "specserve-psa-restr")}
+    kube._call("POST", f"/api/v1/namespaces/{names['quota']}/resourcequotas", body={
+        "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}},
+    })
+    eventually(lambda: (kube._call("GET", f"/api/v1/namespaces/{names['quota']}/resourcequotas/no-pods").get("status") or {}).get("hard"), timeout=60)
+    for level in ("baseline", "restricted"):
+        merge_patch(kube, f"/api/v1/namespaces/{names[level]}", {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": level}}})
+    args = [arg for namespace in names.values() for arg in ("--namespace", namespace)]
+    try:
+        with running_operator("pod-admission", args):
+            yield names
+            for namespace in names.values():
+                delete_servings_then_namespace(kube, namespace)
+    finally:
+        for namespace in names.values():
+            delete_namespace(kube, namespace)
+
+
+def example_in(path, namespace: str, pod_security: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An example as its user applies it, in NAMESPACE; without GPU requests (Pod Security does not judge resources,
+    and the shared cluster's GPUs are for the other tests), with PODSECURITY as spec.engine.podSecurityContext."""
+    obj = load_example(path)
+    obj["metadata"]["namespace"] = namespace
+    obj["spec"].setdefault("gpu", {})["resourceName"] = ""
+    if pod_security is not None:
+        obj["spec"].setdefault("engine", {})["podSecurityContext"] = pod_security
+    return obj
+
+
+def pods_of(kube: k.Kube, namespace: str, serving_name: str) -> list[dict[str, Any]]:
+    return kube._call("GET", f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", f"specserve.dev/serving={serving_name}")])["items"]
+
+
+def admitted(kube: k.Kube, namespace: str, obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """The serving's pods once every Deployment of it has created its pods (each replica's pod exists)."""
+    name = obj["metadata"]["name"]
+    deployments = [d for d in kube._call("GET", k.DEPLOYMENTS.path(namespace), query=[("labelSelector", f"specserve.dev/serving={name}")])["items"]]
+    wanted = sum(d["spec"].get("replicas", 1) for d in deployments)
+    pods = pods_of(kube, namespace, name)
+    return pods if deployments and len(pods) >= wanted else []
+
+
+def test_a_quota_that_refuses_every_pod_is_named_in_the_servings_conditions(kube, pod_admission):
+    namespace = pod_admission["quota"]
+    create(kube, namespace, serving(name="no-pods", **GPU_FREE))
+    ready = eventually(lambda: (c := condition_of(kube, namespace, "no-pods", "Ready")) and c["reason"] == "FailedCreate" and c, timeout=90)
+    assert ready["status"] == "False" and "cannot create pods" in ready["message"] and "exceeded quota: no-pods" in ready["message"]
+    assert status_of(kube, namespace, "no-pods")["phase"] == "Degraded"
+    assert condition_of(kube, namespace, "no-pods", "Accepted")["status"] == "True"  # everything the operator applies went in
+
+
+def test_pod_security_baseline_admits_every_examples_pods(kube, pod_admission):
+    namespace = pod_admission["baseline"]
+    examples = [example_in(path, namespace) for path in EXAMPLES]
+    for obj in examples:
+        create(kube, namespace, obj)
+    for obj in examples:
+        pods = eventually(lambda obj=obj: admitted(kube, namespace, obj), timeout=90)
+        assert all(p["spec"]["automountServiceAccountToken"] is False for p in pods), obj["metadata"]["name"]
+
+
+def test_pod_security_restricted_admits_every_examples_pods_when_the_spec_sets_a_non_root_user(kube, pod_admission):
+    namespace = pod_admission["restricted"]
+    examples = [example_in(path, namespace, NON_ROOT) for path in EXAMPLES]
+    for obj in examples:
+        create(kube, namespace, obj)
+    for obj in examples:
+        pods = eventually(lambda obj=obj: admitted(kube, namespace, obj), timeout=90)
+        for pod in pods:
+            (container,) = pod["spec"]["containers"]
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False and container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+            assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert not [v for v in pod["spec"].get("volumes", []) if v["name"].startswith("kube-api-access")]  # no token mounted
+
+
+def test_pod_security_restricted_refusing_a_root_pod_is_named_in_the_servings_conditions(kube, pod_admission):
+    namespace = pod_admission["restricted"]
+    create(kube, namespace, serving(name="as-root", **GPU_FREE))
+    ready = eventually(lambda: (c := condition_of(kube, namespace, "as-root", "Ready")) and c["reason"] == "FailedCreate" and c, timeout=90)
+    assert 'violates PodSecurity "restricted:latest"' in ready["message"] and "runAsNonRoot" in ready["message"]
+    assert not pods_of(kube, namespace, "as-root")

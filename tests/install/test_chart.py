@@ -99,6 +99,17 @@ def test_liveness_probe_hits_kopfs_liveness_endpoint(values_: dict[str, Any]) ->
 
 
 @VALUE_SETS
+def test_readiness_probe_hits_readyz_beside_the_liveness_endpoint(values_: dict[str, Any]) -> None:
+    from specserve.cluster import probes
+
+    (container,) = one(render_chart(values_), "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    probe = container["readinessProbe"]["httpGet"]
+    port = next(p["containerPort"] for p in container["ports"] if p["name"] == probe["port"])
+    assert probes.readiness_url(env["SPECSERVE_LIVENESS_ENDPOINT"]) == f"http://0.0.0.0:{port}{probe['path']}"
+
+
+@VALUE_SETS
 def test_operator_environment_parses_into_operator_settings(values_: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     from specserve.settings import OperatorSettings
 
@@ -111,6 +122,7 @@ def test_operator_environment_parses_into_operator_settings(values_: dict[str, A
     assert settings.namespaces == merged.get("watch", {}).get("namespaces", [])
     assert (settings.peering is not None) == merged.get("peering", {}).get("enabled", False)
     assert settings.log_format == merged.get("operator", {}).get("logFormat", "json")
+    assert settings.allowed_image_prefixes == merged.get("operator", {}).get("allowedImagePrefixes", [])
 
 
 @VALUE_SETS

@@ -6,6 +6,7 @@ Debian's promtool is built without Kubernetes service discovery, so the check sw
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -133,3 +134,58 @@ def test_operating_guide_lists_every_health_event_and_decision_action() -> None:
         assert f"| {reason} | {type_} |" in guide, reason
     assert f"action ({', '.join(telemetry.ACTIONS)})" in guide
     assert "`specserve_estimated_speedup`" in guide
+
+
+def _call_name(node: ast.Call) -> str:
+    return node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id if isinstance(node.func, ast.Name) else ""
+
+
+def warning_reasons_in_the_code() -> set[str]:
+    """Every reason of a Warning event the operator can post, read from the source: kopf.event(type="Warning",
+    reason="...") and ("Warning", "Reason", ...) tuples, the reasons reconcile._reject posts (RenderError's, its own, the planner's refusal, InvalidSpec for
+    a spec the models refuse), MemoryBudget<verdict> for the verdicts announced, and the health loop's Warnings."""
+    from specserve.cluster import reconcile
+    from specserve.decision import judgment
+    from specserve.rendering import planner
+
+    found: set[str] = set()
+    for path in (ROOT / "operator" / "specserve").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Tuple) and len(node.elts) >= 2 and all(isinstance(e, ast.Constant) for e in node.elts[:2]) and node.elts[0].value == "Warning":
+                found.add(node.elts[1].value)  # an event as (type, reason[, message]), as judgment returns it
+            if not isinstance(node, ast.Call):
+                continue
+            name, keywords = _call_name(node), {k.arg: k.value for k in node.keywords}
+            if name == "event" and isinstance(keywords.get("type"), ast.Constant) and keywords["type"].value == "Warning":
+                reason = keywords.get("reason")
+                if isinstance(reason, ast.Constant):
+                    found.add(reason.value)
+            elif name == "RenderError" and node.args and isinstance(node.args[0], ast.Constant):
+                found.add(node.args[0].value)
+            elif name == "_reject" and len(node.args) >= 3:
+                reason = node.args[2]
+                if isinstance(reason, ast.Constant):
+                    found.add(reason.value)
+                elif isinstance(reason, ast.Attribute) and reason.attr == "REFUSED_REASON":
+                    found.add(planner.REFUSED_REASON)
+            elif name == "getattr" and len(node.args) == 3 and isinstance(node.args[1], ast.Constant) and node.args[1].value == "reason":
+                found.add(node.args[2].value)  # reconcile: a pydantic error has no reason of its own
+    found |= {f"MemoryBudget{verdict}" for verdict in reconcile.ANNOUNCED_BUDGET_VERDICTS}
+    found |= {reason for type_, reason in judgment.EVENT_REASONS.values() if type_ == "Warning"}
+    return found
+
+
+def documented_event_reasons(type_: str) -> set[str]:
+    """The reasons the operating guide's Events table lists with TYPE."""
+    guide = (DOCS / "operating.md").read_text()
+    table = guide[guide.index("## Events") :].split("\n\n| reason | type | meaning |", 1)[1].split("\n\n", 1)[0]
+    rows = [line.split("|")[1:3] for line in table.splitlines() if line.startswith("| ")]
+    return {reason.strip() for reasons, kind in rows if kind.strip() == type_ for reason in reasons.split(",")}
+
+
+def test_operating_guide_lists_every_warning_reason_the_code_posts_and_no_other() -> None:
+    code = warning_reasons_in_the_code()
+    assert {"MemoryBudgetCannotJudge", "UnknownGPUProduct", "ImageNotAllowed", "DriftReverted", "SpeculationDisabled"} <= code  # the reader works
+    documented = documented_event_reasons("Warning")
+    assert sorted(code - documented) == [], "Warning reasons the operator posts that docs/operating.md does not list"
+    assert sorted(documented - code) == [], "Warning reasons docs/operating.md lists that the operator never posts"

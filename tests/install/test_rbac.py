@@ -49,15 +49,46 @@ def test_rbac_has_no_wildcards_or_non_resource_urls(values_: dict[str, Any]) -> 
             assert "nonResourceURLs" not in rule and "resourceNames" not in rule
 
 
+def operator_cluster_role(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ClusterRole the operator's ServiceAccount is bound to (the aggregated ones are bound to nobody)."""
+    return one(objects, "ClusterRole", name=one(objects, "ClusterRoleBinding")["roleRef"]["name"])
+
+
+def aggregated(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in find(objects, "ClusterRole") if any(k.startswith("rbac.authorization.k8s.io/aggregate-to-") for k in r["metadata"]["labels"])]
+
+
 def test_cluster_mode_grants_exactly_what_the_operator_calls() -> None:
     objects = render_chart(values.DEFAULT)
     assert not find(objects, "Role") and not find(objects, "RoleBinding")
-    assert granted(one(objects, "ClusterRole")["rules"]) == NAMESPACED | CRD_SCAN
+    assert granted(operator_cluster_role(objects)["rules"]) == NAMESPACED | CRD_SCAN
 
 
 def test_cluster_mode_with_peering_adds_cluster_peerings() -> None:
-    role = one(render_chart(values.CLUSTER_EVERYTHING), "ClusterRole")
+    role = operator_cluster_role(render_chart(values.CLUSTER_EVERYTHING))
     assert granted(role["rules"]) == NAMESPACED | CRD_SCAN | {("kopf.dev", "clusterkopfpeerings"): PEERING}
+
+
+USER_EDIT: Grant = {
+    (kube.SERVINGS.group, kube.SERVINGS.plural): {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"},
+    (kube.SERVINGS.group, kube.SERVINGS.plural + "/status"): {"get", "list", "watch"},  # status is the operator's to write
+}
+USER_VIEW: Grant = {(kube.SERVINGS.group, kube.SERVINGS.plural): {"get", "list", "watch"}, (kube.SERVINGS.group, kube.SERVINGS.plural + "/status"): {"get", "list", "watch"}}
+
+
+@pytest.mark.parametrize("values_", [values.DEFAULT, values.NAMESPACED], ids=["cluster", "namespaced"])
+def test_servings_rights_join_the_built_in_edit_admin_and_view_roles(values_: dict[str, Any]) -> None:
+    roles = {r["metadata"]["name"]: r for r in aggregated(render_chart(values_))}
+    assert sorted(roles) == ["specserve-edit", "specserve-view"]
+    edit, view = roles["specserve-edit"], roles["specserve-view"]
+    assert {k: v for k, v in edit["metadata"]["labels"].items() if k.startswith("rbac.")} == {
+        "rbac.authorization.k8s.io/aggregate-to-edit": "true", "rbac.authorization.k8s.io/aggregate-to-admin": "true"}
+    assert {k: v for k, v in view["metadata"]["labels"].items() if k.startswith("rbac.")} == {"rbac.authorization.k8s.io/aggregate-to-view": "true"}
+    assert granted(edit["rules"]) == USER_EDIT and granted(view["rules"]) == USER_VIEW
+
+
+def test_aggregation_can_be_left_out() -> None:
+    assert not aggregated(render_chart({**values.DEFAULT, "rbac": {"aggregateToDefaultRoles": False}}))
 
 
 def test_namespaced_mode_uses_a_role_in_each_watched_namespace() -> None:
@@ -72,13 +103,13 @@ def test_namespaced_mode_uses_a_role_in_each_watched_namespace() -> None:
 
 def test_namespaced_mode_grants_cluster_wide_only_kopfs_discovery_reads() -> None:
     objects = render_chart(values.NAMESPACED)
-    assert granted(one(objects, "ClusterRole")["rules"]) == CRD_SCAN | NAMESPACE_SCAN
-    assert one(objects, "ClusterRoleBinding")["roleRef"]["name"] == one(objects, "ClusterRole")["metadata"]["name"]
+    assert granted(operator_cluster_role(objects)["rules"]) == CRD_SCAN | NAMESPACE_SCAN
 
 
-def test_namespaced_mode_without_discovery_has_no_cluster_role() -> None:
+def test_namespaced_mode_without_discovery_has_no_cluster_role_for_the_operator() -> None:
     objects = render_chart(values.NAMESPACED_MINIMAL)
-    assert not find(objects, "ClusterRole") and not find(objects, "ClusterRoleBinding")
+    assert not find(objects, "ClusterRoleBinding")
+    assert find(objects, "ClusterRole") == aggregated(objects)  # only the roles for people, bound to nobody by the chart
 
 
 def test_bindings_name_the_operators_service_account() -> None:

@@ -14,7 +14,7 @@ CLUSTER_EVERYTHING: dict[str, Any] = {
     "peering": {"enabled": True, "name": "specserve-ha"},
     "image": {"repository": "registry.example.com/specserve", "digest": "sha256:" + "a" * 64, "pullPolicy": "Always"},
     "imagePullSecrets": [{"name": "regcred"}],
-    "operator": {"prometheusUrl": "http://prometheus.monitoring.svc:9090", "podMonitorApi": "true", "logFormat": "plain", "logLevel": "DEBUG", "healthPort": 9080, "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}]},
+    "operator": {"prometheusUrl": "http://prometheus.monitoring.svc:9090", "podMonitorApi": "true", "logFormat": "plain", "logLevel": "DEBUG", "healthPort": 9080, "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}], "allowedImagePrefixes": ["registry.example.com/vllm/", "vllm/vllm-openai:"]},
     "serviceAccount": {"annotations": {"iam.gke.io/gcp-service-account": "specserve@example.iam.gserviceaccount.com"}},
     "metrics": {"port": 9100, "service": {"port": 9100}, "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}}},
     "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},

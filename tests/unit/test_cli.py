@@ -154,7 +154,61 @@ def test_replay_names_unreadable_observations(observations: str, complaint: str,
     assert f"specserve replay: {path}: {complaint}" in refused(["replay", str(EXAMPLE), "--observations", str(path)], capsys)
 
 
+def test_replay_of_empty_observations_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for content in ("", "\n  \n"):
+        path = write(tmp_path, "empty.jsonl", content)
+        assert f"specserve replay: {path}: holds no observation" in refused(["replay", str(EXAMPLE), "--observations", str(path)], capsys)
+
+
+def test_version_names_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import specserve
+
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    with pytest.raises(SystemExit) as exit_:
+        commands.main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"specserve {specserve.__version__}\n"
+    assert f'\nversion = "{specserve.__version__}"\n' in pyproject
+
+
 # ---------------------------------------------------------------- render and plan: one verdict per question
+
+# Specs the operator refuses for a field the schema cannot judge (manifests.check): the reason reconcile gives
+# (Accepted=False), which plan and render must give too, exit 2, as for any other field the operator refuses.
+FIELD_REFUSALS = {
+    "UnknownGPUProduct": {"gpu": {"product": "RTX-4090"}},
+    "UnknownGPUProduct-lowercase": {"gpu": {"product": "h100"}},
+    "InvalidExtraArgs": {"gpu": {"product": "H100-80GB"}, "engine": {"extraArgs": ["--speculative-model", "meta-llama/Llama-3.2-1B-Instruct"]}},
+    "ImageNotAllowed": {"gpu": {"product": "H100-80GB"}, "engine": {"image": "docker.io/someone/vllm:latest"}},
+}
+IMAGE_POLICY = '["vllm/vllm-openai:", "registry.example.com/"]'
+
+
+@pytest.mark.parametrize("case", list(FIELD_REFUSALS))
+@pytest.mark.parametrize("command", ["render", "plan"])
+def test_plan_and_render_refuse_what_the_operator_refuses_for_a_field(
+    command: str, case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPECSERVE_ALLOWED_IMAGE_PREFIXES", IMAGE_POLICY)
+    path = servings_file(tmp_path, "s.yaml", serving(name="s", namespace="llm", **FIELD_REFUSALS[case]))
+    reason = case.split("-")[0]
+    assert f"specserve {command}: {path}: document 1 (llm/s): the operator refuses it ({reason}): " in refused([command, str(path)], capsys)
+
+
+def test_the_image_policy_lets_allowed_images_through(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPECSERVE_ALLOWED_IMAGE_PREFIXES", IMAGE_POLICY)
+    allowed = servings_file(tmp_path, "s.yaml", serving(name="s", **FITS), serving(name="t", **{**FITS, "engine": {"image": "registry.example.com/vllm:1"}}))
+    assert outcome(["render", str(allowed)], capsys)[0] == 0
+    monkeypatch.delenv("SPECSERVE_ALLOWED_IMAGE_PREFIXES")
+    anything = servings_file(tmp_path, "u.yaml", serving(name="u", **FIELD_REFUSALS["ImageNotAllowed"]))
+    assert outcome(["render", str(anything)], capsys)[0] == 0  # no policy: every image
+
+
+def test_a_malformed_image_policy_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPECSERVE_ALLOWED_IMAGE_PREFIXES", "vllm/")
+    path = servings_file(tmp_path, "s.yaml", serving(name="s", **FITS))
+    assert "specserve plan: image policy from SPECSERVE_ALLOWED_IMAGE_PREFIXES: " in refused(["plan", str(path)], capsys)
+
 
 TOO_BIG = {
     "target": {"model": "meta-llama/Llama-3.1-70B-Instruct"},
@@ -308,13 +362,28 @@ def test_installed_entry_point_prints_no_traceback_for_a_missing_file(tmp_path: 
     assert (result.returncode, result.stdout, result.stderr) == (2, "", f"specserve plan: {tmp_path / 'absent.yaml'}: no such file\n")
 
 
-def test_run_with_its_metrics_port_taken_exits_2_at_once(tmp_path: Path) -> None:
-    kubeconfig = write(tmp_path, "config", yaml.safe_dump({
+def unreachable_kubeconfig(tmp_path: Path) -> Path:
+    """A kubeconfig that logs in (no cluster answers it): `run` gets past its login check."""
+    return write(tmp_path, "config", yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "c",
         "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
         "users": [{"name": "u", "user": {"token": "t"}}],
         "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
     }))
+
+
+def test_run_with_its_liveness_port_taken_exits_2_at_once(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        endpoint = f"http://127.0.0.1:{busy.getsockname()[1]}/healthz"
+        result = specserve("run", "--metrics-port", "0", "--liveness", endpoint, env=no_cluster_environment(tmp_path, KUBECONFIG=str(unreachable_kubeconfig(tmp_path))), timeout=30)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == f"specserve run: cannot serve the liveness endpoint {endpoint}: Address already in use (another process holds the port; choose one with --liveness http://HOST:PORT/healthz)\n"
+
+
+def test_run_with_its_metrics_port_taken_exits_2_at_once(tmp_path: Path) -> None:
+    kubeconfig = unreachable_kubeconfig(tmp_path)
     with socket.socket() as busy:
         busy.bind(("0.0.0.0", 0))
         busy.listen()

@@ -115,3 +115,26 @@ def test_the_own_copy_of_a_deleted_serving_is_dropped():
     asyncio.run(c.update_serving_status("ns", "s", set_phase("Progressing"), known=server.body()))
     c.watched("ns", "s", None)
     assert ("ns", "s") not in c._written
+
+
+class VanishingServer(FakeServer):
+    """The serving conflicts once, then reads as not found: what a CRD created again answers for a moment."""
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        if method == "GET":
+            self.calls.append((method, None))
+            raise ApiException(status=404, reason="Not Found")
+        self.calls.append((method, kwargs["body"]["metadata"]["resourceVersion"]))
+        raise ApiException(status=409, reason="Conflict")
+
+
+def test_a_serving_the_watch_still_has_is_not_taken_for_gone_when_a_read_finds_none():
+    server = VanishingServer()
+    c = client(server)
+    assert asyncio.run(c.update_serving_status("ns", "s", set_phase("Progressing"), known=server.body())) is None  # by default: gone
+    try:
+        asyncio.run(c.update_serving_status("ns", "s", set_phase("Progressing"), known=server.body(), required=True))
+    except ApiException as error:
+        assert error.status == 404 and "though the watch still has it" in str(error.reason)
+    else:
+        raise AssertionError("a required status write gave up silently")

@@ -2,6 +2,7 @@
 
 import json
 
+import pydantic
 import pytest
 
 from specserve import api
@@ -243,3 +244,55 @@ def test_extra_args_come_last():
 def test_rendering_is_deterministic():
     assert objects(spec(target=LADDER, baseline={"replicas": 1})) == objects(spec(target=LADDER, baseline={"replicas": 1}))
 
+
+
+# ---------------------------------------------------------------- hardened pods
+
+
+def pod_spec(deployment):
+    return deployment["spec"]["template"]["spec"]
+
+
+def test_every_rendered_pod_is_hardened_and_gets_no_service_account_token():
+    for deployment in by_kind(objects(spec(baseline={"replicas": 1})), "Deployment"):
+        pod = pod_spec(deployment)
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+        assert container(deployment)["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def test_the_specs_security_contexts_add_to_the_hardening():
+    s = spec(engine={
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "readOnlyRootFilesystem": True},
+        "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000, "fsGroupChangePolicy": "OnRootMismatch", "supplementalGroups": [44]},
+    })
+    (deployment,) = by_kind(objects(s), "Deployment")
+    assert pod_spec(deployment)["securityContext"] == {
+        "runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True, "fsGroup": 1000, "fsGroupChangePolicy": "OnRootMismatch", "supplementalGroups": [44],
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert container(deployment)["securityContext"] == {
+        "runAsUser": 1000, "runAsNonRoot": True, "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+    }
+
+
+@pytest.mark.parametrize("field", [
+    {"securityContext": {"privileged": True}},
+    {"securityContext": {"allowPrivilegeEscalation": True}},
+    {"securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}},
+    {"podSecurityContext": {"seccompProfile": {"type": "Unconfined"}}},
+    {"podSecurityContext": {"runAsNonRoot": True, "runAsUser": 0}},
+])
+def test_a_spec_cannot_take_the_hardening_back(field):
+    with pytest.raises(pydantic.ValidationError) as error:
+        spec(engine=field)
+    assert [e["loc"][:2] for e in error.value.errors()] == [("engine", next(iter(field)))]
+
+
+def test_the_image_policy_refuses_other_images_and_allows_all_without_prefixes():
+    policy = manifests.RenderOptions(allowed_image_prefixes=("vllm/vllm-openai:",))
+    assert objects(options=policy)
+    with pytest.raises(manifests.RenderError) as refused:
+        objects(spec(engine={"image": "vllm/vllm-openai-evil:latest"}), options=policy)
+    assert refused.value.reason == "ImageNotAllowed" and "'vllm/vllm-openai-evil:latest'" in str(refused.value)
+    assert objects(spec(engine={"image": "vllm/vllm-openai-evil:latest"}))

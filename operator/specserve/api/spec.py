@@ -254,6 +254,30 @@ class EnvVar(Model):
     value_from: dict[str, Any] | None = Field(default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
 
 
+class ContainerSecurity(Model):
+    """The vLLM container's securityContext as a serving may set it; privilege escalation and capabilities stay off."""
+
+    rules = (Rule("!has(self.runAsNonRoot) || !self.runAsNonRoot || !has(self.runAsUser) || self.runAsUser != 0", "runAsNonRoot contradicts runAsUser 0", lambda s: not (s.run_as_non_root and s.run_as_user == 0), ".runAsUser"),)
+
+    run_as_user: int | None = Field(default=None, ge=0, le=2147483647, description="UID the vLLM process runs as (the image's user when unset).")
+    run_as_group: int | None = Field(default=None, ge=0, le=2147483647, description="GID the vLLM process runs as.")
+    run_as_non_root: bool | None = Field(default=None, description="Refuse to start a container whose user is root; Pod Security `restricted` requires it (here or in podSecurityContext).")
+    read_only_root_filesystem: bool | None = Field(default=None, description="Mount the image read-only; vLLM then needs writable caches (modelCache, env such as HF_HOME and TRITON_CACHE_DIR on a volume).")
+
+
+class PodSecurity(Model):
+    """The vLLM pods' securityContext as a serving may set it; the seccomp profile stays RuntimeDefault."""
+
+    rules = (Rule("!has(self.runAsNonRoot) || !self.runAsNonRoot || !has(self.runAsUser) || self.runAsUser != 0", "runAsNonRoot contradicts runAsUser 0", lambda s: not (s.run_as_non_root and s.run_as_user == 0), ".runAsUser"),)
+
+    run_as_user: int | None = Field(default=None, ge=0, le=2147483647, description="UID of every container of the pod (the image's user when unset).")
+    run_as_group: int | None = Field(default=None, ge=0, le=2147483647, description="GID of every container of the pod.")
+    run_as_non_root: bool | None = Field(default=None, description="Refuse to start containers whose user is root; Pod Security `restricted` requires it.")
+    fs_group: int | None = Field(default=None, ge=0, le=2147483647, description="Group that owns the pod's volumes (the model cache), so a non-root user can write them.")
+    fs_group_change_policy: Literal["OnRootMismatch", "Always"] | None = Field(default=None, description="When fsGroup ownership is applied to volumes; OnRootMismatch spares a large model cache a full walk.")
+    supplemental_groups: list[Annotated[int, Field(ge=0, le=2147483647)]] | None = Field(default=None, max_length=16, description="Further groups of every container of the pod.")
+
+
 class Engine(Model):
     image: str = Field(default=DEFAULT_IMAGE, max_length=512, description="vLLM OpenAI server image.")
     vllm_version: str | None = Field(default=None, pattern=r"^v?[0-9]+\.[0-9]+(\.[0-9]+)?$", description="vLLM release the image runs (e.g. 0.33.0), when its tag does not say: the decision core models that release's speculation mechanisms and their costs.")
@@ -274,6 +298,8 @@ class Engine(Model):
     affinity: dict[str, Any] | None = Field(default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
     pod_annotations: dict[str, str] = Field(default_factory=dict)
     pod_labels: dict[str, str] = Field(default_factory=dict)
+    security_context: ContainerSecurity | None = Field(default=None, description="securityContext of the vLLM container beyond what specserve always sets (allowPrivilegeEscalation false, every capability dropped).")
+    pod_security_context: PodSecurity | None = Field(default=None, description="securityContext of the vLLM pods beyond what specserve always sets (seccomp RuntimeDefault); set runAsNonRoot and runAsUser for Pod Security `restricted`, fsGroup for a writable model cache.")
 
 
 # ---------------------------------------------------------------- health policy and baseline

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import pydantic
 import yaml
 
+import specserve
 from specserve import api
 from specserve.api import crd
 from specserve.cli import inputs
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="specserve", description="Kubernetes operator for vLLM with speculative decoding.")
+    parser.add_argument("--version", action="version", version=f"specserve {specserve.__version__}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the operator")
@@ -56,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", dest="metrics_port", type=int, help="port of the operator's own /metrics, 0 for none (SPECSERVE_METRICS_PORT)")
     run.add_argument("--poll-interval", dest="poll_interval_seconds", type=float, help="seconds between Prometheus polls (SPECSERVE_POLL_INTERVAL_SECONDS)")
     run.add_argument("--peering", help="Kopf peering name for several operator replicas (SPECSERVE_PEERING)")
+    run.add_argument(
+        "--allowed-image-prefix", action="append", dest="allowed_image_prefixes", metavar="PREFIX",
+        help="image policy: refuse servings whose spec.engine.image starts with none of these (repeatable; SPECSERVE_ALLOWED_IMAGE_PREFIXES; default: every image)",
+    )
     run.set_defaults(func=_run)
 
     crd_cmd = sub.add_parser("crd", help="print the SpeculativeServing CRD")
@@ -135,7 +141,7 @@ def _one_serving(path: Path, command: str) -> api.SpeculativeServing:
 def _plan(args: argparse.Namespace) -> int:
     from specserve.cli import plan_table
 
-    documents = inputs.load_servings(args.files)
+    documents = inputs.load_servings(args.files, _render_options())
     refused = False
     for number, document in enumerate(documents):
         budget = operator_plan(document.serving)
@@ -205,6 +211,15 @@ def _flag(flag: str, parse: Callable[..., Any], *values: Any) -> Any:
         raise ValueError(f"{flag} {error}") from None
 
 
+def _render_options(pod_monitor_api: bool = False) -> manifests.RenderOptions:
+    """Render as the operator would: with its image policy, read from SPECSERVE_ALLOWED_IMAGE_PREFIXES as `specserve run` reads it."""
+    try:
+        prefixes = tuple(OperatorSettings().allowed_image_prefixes)
+    except (pydantic.ValidationError, ValueError) as error:
+        raise inputs.InputError(f"image policy from SPECSERVE_ALLOWED_IMAGE_PREFIXES: {' '.join(str(error).split())}") from None
+    return manifests.RenderOptions(pod_monitor_api=pod_monitor_api, allowed_image_prefixes=prefixes)
+
+
 def _metric_labels() -> metrics.Labels:
     from specserve.observation import metrics
 
@@ -221,8 +236,8 @@ def _crd(_: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    options = manifests.RenderOptions(pod_monitor_api=args.pod_monitor_api)
-    documents = inputs.load_servings(args.files)
+    options = _render_options(pod_monitor_api=args.pod_monitor_api)
+    documents = inputs.load_servings(args.files, options)
     rendered: list[list[dict[str, Any]]] = []
     for document in documents:
         try:

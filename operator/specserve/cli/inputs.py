@@ -53,16 +53,22 @@ def load_serving(document: Any) -> api.SpeculativeServing:
     return serving
 
 
-def load_servings(paths: list[Path]) -> list[Document]:
-    """Every SpeculativeServing of every file, in order; InputError naming the file, document and field for the first bad one."""
+def load_servings(paths: list[Path], options: manifests.RenderOptions = manifests.RenderOptions()) -> list[Document]:
+    """Every SpeculativeServing of every file, in order; InputError naming the file, document and field for the first
+    one the API server would not admit or the operator would refuse for a field (the operator's own rule, manifests.check)."""
     documents: list[Document] = []
     for path in paths:
         for number, document in enumerate(load_documents(path), start=1):
             origin = f"{where(path)}: document {number}"
             try:
-                documents.append(Document(origin, load_serving(document)))
+                loaded = Document(origin, load_serving(document))
             except INVALID as error:
                 raise InputError(f"{origin}: {api.describe_error(error)}") from None
+            try:
+                manifests.check(loaded.serving.spec, manifests.DecisionState(), options)
+            except manifests.RenderError as error:
+                raise InputError(f"{origin} ({loaded.key}): the operator refuses it ({error.reason}): {error}") from None
+            documents.append(loaded)
     return documents
 
 

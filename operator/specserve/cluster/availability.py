@@ -135,7 +135,9 @@ class AvailabilityFollower:
         try:
             await self.follow(key)
         except API_UNREACHABLE as error:
-            logging.getLogger("specserve.availability").warning("could not follow the availability of %s/%s: %s", *key, applying.short_error(error))
+            # A 404: the serving went (or its CRD did) while its Deployment changed; its own deletion event follows.
+            level = logging.DEBUG if getattr(error, "status", None) == 404 else logging.WARNING
+            logging.getLogger("specserve.availability").log(level, "could not follow the availability of %s/%s: %s", *key, applying.short_error(error))
         except Exception:  # noqa: BLE001 - one serving's surprise must not stop following the others
             logging.getLogger("specserve.availability").exception("following the availability of %s/%s failed", *key)
 

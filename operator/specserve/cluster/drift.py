@@ -93,7 +93,7 @@ def _wanted(
     if refused(serving):
         return None  # a spec the serving's own handler refused: its previous objects are left as they are
     try:
-        intent = intents.renderings_of(memo).of(serving, memo.get("pod_monitor_api", False))
+        intent = intents.renderings_of(memo).of(serving, intents.options_of(memo))
     except (pydantic.ValidationError, manifests.RenderError):
         return None
     if intent.budget.blocking:

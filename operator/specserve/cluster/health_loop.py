@@ -18,7 +18,7 @@ import pydantic
 
 from specserve import api
 from specserve.api.conditions import merge_conditions
-from specserve.cluster import applying, availability, indexes, kube, reconcile, servings
+from specserve.cluster import applying, availability, indexes, intents, kube, reconcile, servings
 from specserve.decision import judgment
 from specserve.observation import metrics, readings
 from specserve.observation.poller import Poller, PollResult
@@ -195,7 +195,7 @@ async def apply_decision(body: dict[str, Any], spec: api.SpeculativeServingSpec,
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
     unapplied: dict[indexes.ServingKey, str] = memo.setdefault("unapplied", {})
-    options = manifests.RenderOptions(pod_monitor_api=memo.get("pod_monitor_api", False))
+    options = intents.options_of(memo)
     with acting(memo, key):
         try:
             objects = manifests.render(servings.owner_of(body), spec, state, options)

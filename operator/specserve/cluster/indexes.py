@@ -16,6 +16,7 @@ from typing import Any
 import kopf
 from kopf._cogs.aiokits import aiotoggles
 from kopf._cogs.structs import references
+from kubernetes.client.exceptions import ApiException
 
 from specserve import api
 from specserve.cluster import kube
@@ -162,20 +163,25 @@ class Cache:
         else:
             store.put((namespace, serving), name, summary(body))
 
-    async def fill(self, client: kube.Kube, patterns: list[str], chunk: int) -> dict[str, int]:
+    async def fill(self, client: kube.Kube, patterns: list[str], chunk: int, servings: bool = True) -> dict[str, int]:
         """Read every serving and every managed Deployment and Service of the watched namespaces, a page at a
         time, before Kopf's watches start: handlers then never judge from a partial picture (and Kopf needs no
-        index of its own, whose start-up wait would hold every listed body in memory until all were listed)."""
+        index of its own, whose start-up wait would hold every listed body in memory until all were listed).
+        servings=False (the CRD is not installed): there are none to read; a CRD deleted meanwhile (404) reads as none."""
         found = {}
         kinds = ((kube.SERVINGS, None, api.KIND), (kube.DEPLOYMENTS, MANAGED, "Deployment"), (kube.SERVICES, MANAGED, "Service"))
-        for kind, labels, kind_name in kinds:
+        for kind, labels, kind_name in kinds[0 if servings else 1 :]:
             count = 0
             for namespace in await watched_namespaces(client, patterns):
-                # A Service's summary is all metadata: its spec is not parsed (a third of the objects read here)
-                async for page in client.pages(kind, namespace, labels, chunk, metadata_only=kind_name == "Service"):
-                    for item in page:
-                        self.observe(None, {**item, "kind": kind_name})
-                    count += len(page)
+                try:
+                    # A Service's summary is all metadata: its spec is not parsed (a third of the objects read here)
+                    async for page in client.pages(kind, namespace, labels, chunk, metadata_only=kind_name == "Service"):
+                        for item in page:
+                            self.observe(None, {**item, "kind": kind_name})
+                        count += len(page)
+                except ApiException as error:
+                    if not (error.status == 404 and kind is kube.SERVINGS):
+                        raise
             found[kind.plural] = count
         return found
 

@@ -14,6 +14,7 @@ from typing import Any
 from specserve import api
 from specserve.cluster.servings import decision_state, owner_of
 from specserve.rendering import manifests, planner
+from specserve.settings import OperatorSettings
 
 REMEMBERED = 512  # versions kept; Kopf lists servings, Deployments and Services in the same name order, so the three
 # renders of one serving come close together, and 512 renderings (some 8 MB at 2 objects each) cover that distance
@@ -29,11 +30,11 @@ class Rendering:
     budget: planner.Verdict
 
 
-def rendering(serving: Mapping[str, Any], pod_monitor_api: bool) -> Rendering:
+def rendering(serving: Mapping[str, Any], options: manifests.RenderOptions) -> Rendering:
     """Parse, decide and render one serving; raises pydantic.ValidationError or manifests.RenderError as render does."""
     spec = api.SpeculativeServingSpec.model_validate(serving.get("spec") or {})
     state = decision_state(spec, serving.get("status") or {})
-    objects = manifests.render(owner_of(serving), spec, state, manifests.RenderOptions(pod_monitor_api=pod_monitor_api))
+    objects = manifests.render(owner_of(serving), spec, state, options)
     return Rendering(spec, state, objects, planner.verdict(planner.plan(spec, speculation=state.speculation)))
 
 
@@ -46,22 +47,29 @@ class Renderings:
         self._kept: OrderedDict[tuple[Any, ...], Rendering] = OrderedDict()
         self.hits = self.misses = 0
 
-    def of(self, serving: Mapping[str, Any], pod_monitor_api: bool) -> Rendering:
+    def of(self, serving: Mapping[str, Any], options: manifests.RenderOptions) -> Rendering:
         meta = serving.get("metadata") or {}
         version = meta.get("resourceVersion")
         if version is None:  # an object not from the API server (a test's, a dry run's): nothing names its version
-            return rendering(serving, pod_monitor_api)
-        key = (meta.get("namespace"), meta.get("name"), meta.get("uid"), version, pod_monitor_api)
+            return rendering(serving, options)
+        key = (meta.get("namespace"), meta.get("name"), meta.get("uid"), version, options)
         found = self._kept.get(key)
         if found is not None:
             self.hits += 1
             self._kept.move_to_end(key)
             return found
         self.misses += 1
-        found = self._kept[key] = rendering(serving, pod_monitor_api)
+        found = self._kept[key] = rendering(serving, options)
         if len(self._kept) > self.size:
             self._kept.popitem(last=False)
         return found
+
+
+def options_of(memo: Mapping[str, Any]) -> manifests.RenderOptions:
+    """How this operator renders: whether the cluster serves PodMonitors (asked at start-up) and its image policy."""
+    settings: OperatorSettings | None = memo.get("settings")
+    prefixes = tuple(settings.allowed_image_prefixes) if settings is not None else ()
+    return manifests.RenderOptions(pod_monitor_api=memo.get("pod_monitor_api", False), allowed_image_prefixes=prefixes)
 
 
 def renderings_of(memo: MutableMapping[str, Any]) -> Renderings:

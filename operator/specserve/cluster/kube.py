@@ -170,7 +170,13 @@ class Kube:
                 raise
 
     async def update_serving_status(
-        self, namespace: str, name: str, build: Callable[[dict[str, Any]], dict[str, Any] | None], attempts: int = 5, known: dict[str, Any] | None = None
+        self,
+        namespace: str,
+        name: str,
+        build: Callable[[dict[str, Any]], dict[str, Any] | None],
+        attempts: int = 5,
+        known: dict[str, Any] | None = None,
+        required: bool = False,
     ) -> dict[str, Any] | None:
         """Read the latest status, let build() derive the new fields from it, and write them guarded by the
         resourceVersion, retrying on conflict: concurrent writers never overwrite each other's conditions.
@@ -180,7 +186,10 @@ class Kube:
         each starts from the newest copy it knows: the watched one, or the API server's answer to this
         process's own last status write when the watch has not delivered it yet. So a burst of Deployment
         events costs one write per actual change (a writer whose change is already written finds nothing to
-        write) instead of a conflict, a GET and a retry per writer."""
+        write) instead of a conflict, a GET and a retry per writer.
+
+        `required`: the caller's watch still has the serving, so a read that finds none (the API server answers 404
+        for a moment after its CRD was created again) raises instead of taking the serving for gone."""
         key = (namespace, name)
         async with self._status_turn(key):
             for attempt in range(attempts):
@@ -189,6 +198,8 @@ class Kube:
                     serving = self._newest(key, await self.get(SERVINGS, namespace, name))
                 if serving is None:
                     self._written.pop(key, None)
+                    if required:
+                        raise ApiException(status=404, reason=f"{SERVINGS.plural}.{SERVINGS.group} {namespace}/{name} not found, though the watch still has it")
                     return None
                 fields = build(serving.get("status") or {})
                 if not fields:

@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import socket
 import time
+import urllib.parse
 from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from specserve.cluster import applying, health_loop, indexes, intents, kube, workqueue
+from specserve.cluster import applying, health_loop, indexes, installation, intents, kube, probes, workqueue  # noqa: F401  (probes: /readyz)
 from specserve.cluster.availability import AvailabilityFollower, refresh_availability
 from specserve.cluster.drift import owned_object_changed  # noqa: F401  (registers the handler)
-from specserve.cluster.reconcile import reconcile_marked, track_serving  # noqa: F401  (registers the handler)
+from specserve.cluster.reconcile import forget_every_serving, reconcile_marked, track_serving  # noqa: F401  (registers the handler)
 from specserve.cluster.servings import decision_state
 from specserve.observation import metrics
 from specserve.observation.poller import Poller
@@ -48,7 +51,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     if "poller" not in memo:
         labels = metrics.Labels(operator_settings.namespace_label, operator_settings.serving_label, operator_settings.role_label)
         query = metrics.prometheus_query(operator_settings.prometheus_url, operator_settings.prometheus_timeout_seconds)
-        memo["poller"] = Poller(query, labels, operator_settings.poll_interval_seconds)
+        memo["poller"] = Poller(query, labels, operator_settings.poll_interval_seconds, operator_settings.prometheus_url)
     memo["poller_task"] = asyncio.create_task(memo["poller"].run(), name="specserve-poller")
     if "health_loop" not in memo:
         memo["health_loop"] = health_loop.HealthLoop(memo["poller"], memo)
@@ -60,8 +63,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
         lambda key, failures: reconcile_marked(key, failures, memo, settings), RECONCILES_AT_ONCE, settings.queueing.error_delays, name="reconcile"
     )
     started = time.monotonic()
-    found = await memo["cache"].fill(memo["kube"], operator_settings.namespaces, operator_settings.list_chunk_size)
+    # A missing CRD is said once (installation.missing_message) and waited out: Kopf starts watching it when it appears.
+    memo["installation"] = installation.Installation()
+    installed = await memo["installation"].check(memo["kube"])
+    found = await memo["cache"].fill(memo["kube"], operator_settings.namespaces, operator_settings.list_chunk_size, servings=installed)
     logger.info("read %s in %.1f s", ", ".join(f"{n} {plural}" for plural, n in found.items()), time.monotonic() - started)
+    memo["installation_task"] = asyncio.create_task(memo["installation"].follow(memo["kube"], lambda: forget_every_serving(memo)), name="specserve-installation")
     memo["health_loop"].cache = memo["cache"]
     if "availability" not in memo:
         memo["availability"] = AvailabilityFollower(memo["kube"], memo["cache"])
@@ -99,10 +106,11 @@ def configure_kopf(settings: kopf.OperatorSettings, operator_settings: OperatorS
 
 @kopf.on.cleanup()
 async def stop_background(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("poller_task")
-    if task is not None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    for name in ("poller_task", "installation_task"):
+        task = memo.get(name)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
     if memo.get("health_loop") is not None:
         await memo["health_loop"].stop()
     if memo.get("availability") is not None:
@@ -155,6 +163,32 @@ def seniority_priority(started: float, tiebreak: int) -> int:
 
 
 
+PLAIN_LOG_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"  # Kopf prefixes a serving's lines with [namespace/name]
+
+
+def configure_logging(settings: OperatorSettings) -> None:
+    """Kopf's log handler: JSON as Kopf writes it (its `object` key names the serving), or plain lines with the time,
+    the level and, for a serving's lines, [namespace/name]."""
+    verbose = settings.log_level == "DEBUG"
+    if settings.log_format == "json":
+        kopf.configure(log_format=kopf.LogFormat.JSON, verbose=verbose)
+    else:
+        kopf.configure(log_format=PLAIN_LOG_FORMAT, log_prefix=True, verbose=verbose)  # type: ignore[arg-type]  # Kopf takes a format string too
+    logging.getLogger().setLevel(settings.log_level)
+
+
+def _check_liveness_port(endpoint: str) -> None:
+    """StartupError when the liveness endpoint's port is taken: Kopf would fail with a traceback once started."""
+    parts = urllib.parse.urlsplit(endpoint)
+    try:
+        socket.create_server((parts.hostname or "localhost", parts.port or 80)).close()
+    except OSError as error:
+        raise StartupError(
+            f"cannot serve the liveness endpoint {endpoint}: {os.strerror(error.errno) if error.errno else error} "
+            "(another process holds the port; choose one with --liveness http://HOST:PORT/healthz)"
+        ) from None
+
+
 def run(settings: OperatorSettings) -> None:
     """Run the operator until it is stopped (`specserve run`); raises StartupError before anything starts."""
     memo = kopf.Memo(settings=settings)
@@ -166,8 +200,9 @@ def run(settings: OperatorSettings) -> None:
                 f"cannot serve the operator's metrics on port {settings.metrics_port}: {error.strerror or error} "
                 "(another process holds it; choose a port with --metrics-port, or 0 for none)"
             ) from None
-    kopf.configure(log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN, verbose=settings.log_level == "DEBUG")
-    logging.getLogger().setLevel(settings.log_level)
+    if settings.liveness_endpoint:
+        _check_liveness_port(settings.liveness_endpoint)
+    configure_logging(settings)
     kopf.run(
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,

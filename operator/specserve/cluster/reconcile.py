@@ -25,10 +25,6 @@ MANAGED = indexes.MANAGED
 API_UNREACHABLE = applying.API_UNREACHABLE
 
 
-MANAGED = indexes.MANAGED
-API_UNREACHABLE = applying.API_UNREACHABLE
-
-
 async def reconcile_marked(key: indexes.ServingKey, failures: int, memo: kopf.Memo, settings: kopf.OperatorSettings) -> None:
     """One turn of the reconcile queue for one serving; raises kopf.TemporaryError to be tried again later."""
     body = memo["cache"].serving(*key)
@@ -68,13 +64,27 @@ async def track_serving(type: str | None, body: kopf.Body, namespace: str, name:
     memo["cache"].observe(type, body)
     memo["kube"].watched(namespace, name, None if type == "DELETED" else body)
     if type == "DELETED":
-        TELEMETRY.forget_serving(namespace, name)
-        applying.ledger_of(memo).forget_serving(namespace, name)
-        memo["reconciler"].forget((namespace, name))
+        forget_serving(memo, namespace, name)
     else:
         meta = body.get("metadata") or {}
         memo["reconciler"].mark_changed((namespace, name), (meta.get("uid"), meta.get("generation")))
     memo["health_loop"].ensure_running()  # from a handler: the loop's task inherits the context kopf.event() needs
+
+
+def forget_serving(memo: kopf.Memo, namespace: str, name: str) -> None:
+    """A serving is gone: its gauges, what was applied for it and its turn in the queue go too."""
+    TELEMETRY.forget_serving(namespace, name)
+    applying.ledger_of(memo).forget_serving(namespace, name)
+    memo["reconciler"].forget((namespace, name))
+
+
+def forget_every_serving(memo: kopf.Memo) -> None:
+    """The CRD is gone, and every serving with it: the cache keeps none, whatever the watch delivered before it broke."""
+    cache: indexes.Cache = memo["cache"]
+    for namespace, name in list(cache.servings):
+        cache.servings.drop((namespace, name), name)
+        memo["kube"].watched(namespace, name, None)
+        forget_serving(memo, namespace, name)
 
 
 async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger, retry: int, cache: indexes.Cache) -> dict[str, Any] | None:
@@ -85,14 +95,14 @@ async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger, 
     generation = meta.get("generation")
     client: kube.Kube = memo["kube"]
     try:
-        intent = intents.renderings_of(memo).of(body, memo.get("pod_monitor_api", False))
+        intent = intents.renderings_of(memo).of(body, intents.options_of(memo))
     except (pydantic.ValidationError, manifests.RenderError) as error:
         reason = getattr(error, "reason", "InvalidSpec")
-        return await _reject(client, body, reason, api.describe_error(error, prefix="spec."), cache=cache)
+        return await _reject(client, body, reason, api.describe_error(error, prefix="spec."), cache=cache, logger=logger)
     spec, state, objects, budget = intent.spec, intent.state, intent.objects, intent.budget
     memory = condition("MemoryBudget", budget.status, budget.reason, budget.message, generation)
     if budget.blocking:
-        return await _reject(client, body, planner.REFUSED_REASON, budget.message, [memory], cache=cache)
+        return await _reject(client, body, planner.REFUSED_REASON, budget.message, [memory], cache=cache, logger=logger)
     _announce_budget(body, status, memory)
     ledger = applying.ledger_of(memo)
     try:
@@ -100,7 +110,7 @@ async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger, 
         await prune(client, body, objects, ledger, cache, memo.get("pod_monitor_api", False))
     except applying.ApplyFailed as failure:
         if failure.refused:
-            return await _reject(client, body, "ApplyRejected", failure.cause, done=failure.progress(), cache=cache)
+            return await _reject(client, body, "ApplyRejected", failure.cause, done=failure.progress(), cache=cache, logger=logger)
         await _record_apply_failure(client, body, failure, retry, memo, [memory], (spec, state), cache)
         raise  # unreachable: _record_apply_failure raises kopf.TemporaryError
     if done.written:
@@ -115,7 +125,7 @@ async def reconcile(body: dict[str, Any], memo: kopf.Memo, logger: kopf.Logger, 
         new = serving_status(latest, deployments, generation, [accepted, memory], state, spec)
         return new if status_changed(latest, new) else None
 
-    written = await client.update_serving_status(meta["namespace"], meta["name"], build, known=body)
+    written = await client.update_serving_status(meta["namespace"], meta["name"], build, known=body, required=True)
     if forgotten:
         kopf.event(body, type="Warning", reason="UnknownVariant", message=forgotten[:1024])
     if status.get("observedGeneration") != generation or (_find_condition(status, "Accepted") or {}).get("status") != "True":
@@ -168,7 +178,7 @@ async def _record_apply_failure(
         previous.update(_find_condition(latest, "Accepted") or {})
         return serving_status(latest, deployments, generation, [accepted, *own], state, spec)
 
-    await client.update_serving_status(meta["namespace"], meta["name"], build)
+    await client.update_serving_status(meta["namespace"], meta["name"], build, required=True)
     same_cause = previous.get("reason") == "ApplyFailed" and str(previous.get("message", "")).startswith(failure.cause + ";")
     if not same_cause:
         kopf.event(body, type="Warning", reason="ApplyFailed", message=message[:1024])
@@ -183,14 +193,18 @@ async def _reject(
     extra: list[dict[str, Any]] | None = None,
     done: str | None = None,
     cache: indexes.Cache | None = None,
+    logger: kopf.Logger | None = None,
 ) -> dict[str, Any] | None:
-    """Record a problem only the operator can see: a condition, and one Warning event per distinct problem.
-    `done` says what went in before the problem was found; by default nothing did."""
+    """Record a problem only the operator can see: a condition, one Warning event per distinct problem, and one log
+    line per generation (reconcile runs once per generation and process). `done` says what went in before the
+    problem was found; by default nothing did."""
     generation = body["metadata"].get("generation")
     if done is None:
         serving_before = cache is not None and cache.deployments_of(body["metadata"]["namespace"], body["metadata"]["name"], body["metadata"].get("uid"))
         done = "nothing applied" + ("; the objects applied earlier keep serving" if serving_before else "")
     message = f"{problem}; {done}"
+    if logger is not None:
+        logger.warning("refused generation %s (Accepted=False, %s): %s", generation, reason, message)
     accepted = condition("Accepted", "False", reason, message, generation)
     previous: dict[str, Any] = {}
 
@@ -198,16 +212,19 @@ async def _reject(
         previous.update(_find_condition(latest, "Accepted") or {})
         return {"observedGeneration": generation, "phase": "Invalid", "conditions": merge_conditions(latest.get("conditions") or [], [accepted, *(extra or [])])}
 
-    written = await client.update_serving_status(body["metadata"]["namespace"], body["metadata"]["name"], build)
+    written = await client.update_serving_status(body["metadata"]["namespace"], body["metadata"]["name"], build, required=True)
     if (previous.get("reason"), previous.get("message"), previous.get("observedGeneration")) != (reason, message, generation):
         kopf.event(body, type="Warning", reason=reason, message=message[:1024])
     return written
 
 
+ANNOUNCED_BUDGET_VERDICTS = ("FitsWithWarnings", "CannotJudge")  # applied, with a Warning event MemoryBudget<verdict>
+
+
 def _announce_budget(body: dict[str, Any], status: dict[str, Any], memory: dict[str, Any]) -> None:
     """One Warning event per distinct memory-budget warning or doubt."""
     previous = _find_condition(status, "MemoryBudget") or {}
-    if memory["reason"] in ("FitsWithWarnings", "CannotJudge") and (previous.get("reason"), previous.get("message")) != (memory["reason"], memory["message"]):
+    if memory["reason"] in ANNOUNCED_BUDGET_VERDICTS and (previous.get("reason"), previous.get("message")) != (memory["reason"], memory["message"]):
         kopf.event(body, type="Warning", reason=f"MemoryBudget{memory['reason']}", message=memory["message"][:1024])
 
 

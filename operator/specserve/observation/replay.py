@@ -47,6 +47,8 @@ def replay(spec: api.SpeculativeServingSpec, lines: Iterable[str], fitting: froz
             "t": t, "action": decision.action, "reason": decision.reason, "speculation": state.speculation, "variant": state.variant,
             "schedule": [list(r) for r in setup.ranges(state)] if state.schedule else None, "k": _k_in_force(state, setup, observation),
         }
+    if previous is None:
+        raise ReplayError("holds no observation (no line that is not blank): nothing to replay; `specserve export` writes one JSON object per line")
 
 
 def _k_in_force(state: terms.State, setup: terms.Setup, observation: terms.Observation) -> int:

@@ -26,6 +26,9 @@ SHM_VOLUME = "dshm"
 CACHE_VOLUME = "model-cache"
 
 
+# Always on the vLLM container, whatever the spec says: Pod Security `restricted` asks for no more than this and a non-root user.
+CONTAINER_HARDENING = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
 PROGRESS_MARGIN_SECONDS = 600  # scheduling and pulling a multi-GB vLLM image, beyond the model's load time
 
 
@@ -83,6 +86,7 @@ class Target:
 @dataclass(frozen=True)
 class RenderOptions:
     pod_monitor_api: bool = False  # the cluster serves monitoring.coreos.com/v1
+    allowed_image_prefixes: tuple[str, ...] = ()  # the operator's image policy; empty allows every image
 
 
 def resolve_target(spec: api.SpeculativeServingSpec, state: DecisionState) -> Target:
@@ -99,8 +103,12 @@ def resolve_target(spec: api.SpeculativeServingSpec, state: DecisionState) -> Ta
     raise RenderError("UnknownVariant", f"variant {wanted!r} is not among spec.target.variants ({declared})")
 
 
-def check(spec: api.SpeculativeServingSpec, state: DecisionState) -> None:
-    """Everything the schema cannot judge; raises RenderError naming the field."""
+def check(spec: api.SpeculativeServingSpec, state: DecisionState, options: RenderOptions = RenderOptions()) -> None:
+    """Everything the schema cannot judge; raises RenderError naming the field. With planner.verdict, the one rule by
+    which the operator refuses a spec (Accepted=False) and `specserve plan` and `render` say it would."""
+    image_problem = image_refused(spec.engine.image, options.allowed_image_prefixes)
+    if image_problem:
+        raise RenderError("ImageNotAllowed", image_problem)
     product = spec.gpu.product
     if product is not None and catalog.gpu_product(product) is None:
         known = ", ".join(p.name for p in catalog.gpu_products().values())
@@ -112,9 +120,17 @@ def check(spec: api.SpeculativeServingSpec, state: DecisionState) -> None:
     resolve_target(spec, state)
 
 
+def image_refused(image: str, allowed_prefixes: tuple[str, ...]) -> str | None:
+    """Why the operator's image policy refuses an image, or None; no prefixes allow every image."""
+    if not allowed_prefixes or any(image.startswith(prefix) for prefix in allowed_prefixes):
+        return None
+    listed = ", ".join(repr(p) for p in allowed_prefixes)
+    return f"spec.engine.image {image!r} is not allowed by the operator's image policy, which allows only images starting with {listed} (SPECSERVE_ALLOWED_IMAGE_PREFIXES)"
+
+
 def render(owner: Owner, spec: api.SpeculativeServingSpec, state: DecisionState, options: RenderOptions = RenderOptions()) -> list[dict[str, Any]]:
     """Every object the operator applies for one SpeculativeServing, in apply order."""
-    check(spec, state)
+    check(spec, state, options)
     target = resolve_target(spec, state)
     objects = [deployment(owner, spec, state, target, ROLE_SPECULATIVE)]
     if trial_slice(spec, state):
@@ -213,6 +229,9 @@ def _pod_spec(spec: api.SpeculativeServingSpec, target: Target, args: list[str])
         "containers": [_container(spec, target, args)],
         "volumes": _volumes(spec, target),
         "terminationGracePeriodSeconds": 60,
+        # vLLM never calls the API server: no ServiceAccount token in the pods.
+        "automountServiceAccountToken": False,
+        "securityContext": {**(engine.pod_security_context.wire() if engine.pod_security_context else {}), "seccompProfile": {"type": "RuntimeDefault"}},
     }
     if engine.node_selector:
         pod["nodeSelector"] = dict(engine.node_selector)
@@ -245,6 +264,7 @@ def _container(spec: api.SpeculativeServingSpec, target: Target, args: list[str]
         "startupProbe": _probe(period=startup_period, failures=-(-engine.startup_timeout_seconds // startup_period), timeout=5),
         "readinessProbe": _probe(period=10, failures=3, timeout=5),
         "livenessProbe": _probe(period=15, failures=6, timeout=10),
+        "securityContext": {**(engine.security_context.wire() if engine.security_context else {}), **CONTAINER_HARDENING},
     }
 
 
