@@ -40,6 +40,18 @@ def missing() -> str | None:
     return None
 
 
+def require() -> None:
+    """For a test module that brings its own cluster: fail in CI (a test that skips there does not exist), skip elsewhere."""
+    import pytest
+
+    problem = missing()
+    if problem is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(problem)
+    pytest.skip(problem)
+
+
 def free_ports(count: int) -> list[int]:
     """COUNT distinct ports nothing listens on right now (all held open together, so they differ)."""
     with contextlib.ExitStack() as stack:

@@ -10,6 +10,7 @@ when even the pessimistic end of its prediction (at the stated confidence) beats
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -232,9 +233,10 @@ def plan(
     z = z_of(confidence)
     full = {bucket.lo: weights.get(bucket.lo, UNSEEN_WEIGHT) for bucket in table}
     seen = [(bucket, weights.get(bucket.lo, 0.0)) for bucket in table if weights.get(bucket.lo, 0.0) > 0]
-    estimate = _memoized(estimate)
-    cautious = _memoized(lambda b, k: _pessimistic(estimate(b, k), z))
-    in_schedule = _memoized(configurations.schedule_estimator(cautious, costs)) if costs is not None else cautious
+    # one plan asks for the same (batch size, k) many times over: each is estimated once
+    estimate = functools.cache(estimate)
+    cautious = functools.cache(lambda b, k: _pessimistic(estimate(b, k), z))
+    in_schedule = functools.cache(configurations.schedule_estimator(cautious, costs)) if costs is not None else cautious
     best_schedule = schedules.build_schedule(in_schedule, max_k, bucket_starts=bucket_starts, disable_above_batch_size=disable_above_batch_size, weights=full)
     point_schedule = schedules.build_schedule(
         configurations.schedule_estimator(estimate, costs) if costs is not None else estimate, max_k,
@@ -278,19 +280,6 @@ def plan(
     if guess != candidates[0] and guess != configurations.OFF and now_total > 0:
         hypothesis, hypothesis_gain = schedules.Schedule(tuple(guess), max_k), total(guess, False) / now_total - 1
     return Plan(schedule, tuple(tuple(r) for r in current), gain, weakest, tuple(lines), gain_low, confidence, hypothesis, hypothesis_gain)  # type: ignore[arg-type]
-
-
-def _memoized(estimate: goodput.Estimator) -> goodput.Estimator:
-    """One plan asks for the same (batch size, k) many times over: each is estimated once."""
-    known: dict[tuple[float, int], goodput.Estimate] = {}
-
-    def cached(batch_size: float, k: int) -> goodput.Estimate:
-        found = known.get((batch_size, k))
-        if found is None:
-            found = known[(batch_size, k)] = estimate(batch_size, k)
-        return found
-
-    return cached
 
 
 def _pessimistic(estimate: goodput.Estimate, z: float) -> goodput.Estimate:

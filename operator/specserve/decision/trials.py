@@ -104,14 +104,17 @@ def _verdict(trial: Trial, policy: api.HealthPolicy) -> tuple[float, float] | No
     candidate, incumbent = trial.candidate_speedup, trial.incumbent_speedup
     if candidate is None or incumbent is None or incumbent <= 0:
         return None
-    spread = math.hypot(evidence.WINDOW_NOISE / math.sqrt(trial.windows), evidence.WINDOW_NOISE / math.sqrt(trial.incumbent_windows))
     gain = candidate / incumbent - 1
-    return gain, (1 + gain) * (1 - evidence.z_of(policy.confidence) * spread) - 1
+    return gain, (1 + gain) * (1 - evidence.z_of(policy.confidence) * _spread(trial)) - 1
 
 
 def _certainly_worse(gain: float, trial: Trial, policy: api.HealthPolicy) -> bool:
-    spread = math.hypot(evidence.WINDOW_NOISE / math.sqrt(trial.windows), evidence.WINDOW_NOISE / math.sqrt(trial.incumbent_windows))
-    return (1 + gain) * (1 + evidence.z_of(policy.confidence) * spread) < 1
+    return (1 + gain) * (1 + evidence.z_of(policy.confidence) * _spread(trial)) < 1
+
+
+def _spread(trial: Trial) -> float:
+    """Relative 1-sigma of the measured gain: each side's window noise over its number of windows."""
+    return math.hypot(evidence.WINDOW_NOISE / math.sqrt(trial.windows), evidence.WINDOW_NOISE / math.sqrt(trial.incumbent_windows))
 
 
 def _promote(state: State, setup: Setup, gain: float, low: float, now: float) -> Decision:
